@@ -40,6 +40,146 @@ def user_errors(fn):
 # Each command: @app.command() + @user_errors, options only, then one call into the package.
 
 
+@app.command()
+@user_errors
+def ingest(
+    sources: list[str] = typer.Argument(..., help="Files (.csv, .parquet, .npz, or a folder with one .npz) and/or "
+                                        "LimeSoDa site ids (e.g. UL.120: units, target and country are known)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Spectral library store (a Zarr directory) to write."),
+    units: Optional[str] = typer.Option(None, help="Spectral units of the files: reflectance_fraction, "
+                                        "reflectance_percent or absorbance."),
+    target: Optional[str] = typer.Option(None, help="Column (or .npz key, default y) with SOC or SOM."),
+    target_unit: Optional[str] = typer.Option(None, help="Unit of the target (default: as the file says, else %)."),
+    target_scale: Optional[float] = typer.Option(None, help="Factor converting the target to SOC in %."),
+    som: bool = typer.Option(False, "--som", help="The target is SOM: convert to SOC with the factor 1/1.724."),
+    id_column: Optional[str] = typer.Option(None, help="Column of sample ids (default: generated NAME/row)."),
+    meta: list[str] = typer.Option([], help="Metadata column to keep, as COLUMN or FIELD=COLUMN (repeatable)."),
+    name: Optional[str] = typer.Option(None, help="Source dataset name stored in meta/source (default: file stem)."),
+    country: Optional[str] = typer.Option(None, help="Country of every sample of the files (e.g. AU)."),
+    group: Optional[str] = typer.Option(None, help="Group of every sample of the files."),
+    lat: Optional[float] = typer.Option(None, help="Latitude of every sample of the files."),
+    lon: Optional[float] = typer.Option(None, help="Longitude of every sample of the files."),
+    grid: Optional[str] = typer.Option(None, help="Target grid START:STOP:STEP nm (default 400:2500:10, the "
+                                       "paper's; the store's own with --append). Sites starting at 420 nm "
+                                       "(UL.120, SL.125) need 420:2500:10, the grid of the real-data library."),
+    append: bool = typer.Option(False, "--append", help="Add the rows to the existing store --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Ingest spectra into ONE library store: absorbance log10(1/R) on one grid, SOC in % (atomic).
+
+    Example: dtl ingest ../shared/data/geeves_nsw CV.98 SC.93 SL.125 UL.120 --units reflectance_fraction
+    --country AU --grid 420:2500:10 --out real.zarr  (the file options describe the files; LimeSoDa ids
+    carry their own).
+    """
+    from dtl_dist.library.ingest import ingest as ingest_sources, source_of
+
+    declared = dict(units=units, target=target, target_unit=target_unit, target_scale=target_scale, som=som,
+                    id_column=id_column, meta=meta, name=name, country=country, group=group, lat=lat, lon=lon)
+    lib = ingest_sources([source_of(s, **declared) for s in sources], out, grid=grid, append=append,
+                         overwrite=overwrite, progress=not quiet)
+    typer.echo(f"wrote {lib.path}: {lib.n_samples} samples x {lib.n_bands} bands ({lib.units})")
+
+
+@app.command()
+@user_errors
+def info(
+    store: Path = typer.Argument(..., help="Spectral library or site store."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+) -> None:
+    """Table 1 style summary (K, SOC mean, s.d., min, Q1, median, Q3, max) per library and country."""
+    import json
+
+    from dtl_dist.library.summary import library_info, render_info
+
+    summary = library_info(store)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        render_info(summary)
+
+
+@app.command("select-local")
+@user_errors
+def select_local(
+    site: Path = typer.Argument(..., help="Site store (e.g. from `dtl ingest UL.120 --grid 420:2500:10`)."),
+    n: int = typer.Option(30, "--n", help="Number of local_labelled samples (the paper's n = 30)."),
+    metric: str = typer.Option("euclidean", help="Kennard-Stone distance: euclidean or mahalanobis."),
+) -> None:
+    """Kennard-Stone split of a site (on SNV spectra) into local_labelled n and local_test N - n, saved in it."""
+    from dtl_dist.study.select_local import select_local as split_site
+
+    split = split_site(site, n, metric=metric)
+    typer.echo(f"{site}: local_labelled {split.n_labelled}, local_test {split.n_test}"
+               + (f", unmeasured {split.n_unmeasured}" if split.n_unmeasured else ""))
+
+
+@app.command()
+@user_errors
+def synth(
+    n: int = typer.Option(..., "--n", help="Number of library samples (1,000,000+ is fine: written chunk by chunk)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Library store (Zarr directory) to write."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same library, whatever the workers or chunks."),
+    grid: str = typer.Option("400:2500:10", help="Wavelength grid START:STOP:STEP nm."),
+    countries: int = typer.Option(10, help="Number of synthetic countries (each with 1-3 spectrometers)."),
+    chunk_rows: int = typer.Option(10_000, help="Rows per Zarr chunk and per task."),
+    workers: int = typer.Option(2, help="Local worker processes (Dask LocalCluster); 1 = in this process."),
+    scheduler_file: Optional[Path] = typer.Option(None, help="Run on the Dask cluster of this scheduler file "
+                                                  "(--out must be on a file system the workers share)."),
+    site_n: Optional[int] = typer.Option(None, help="Also write a local site of this many samples."),
+    site_out: Optional[Path] = typer.Option(None, help="Site store to write (with --site-n)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing stores."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write a synthetic vis-NIR library (absorbance, SOC in %) and optionally a local site with a domain shift."""
+    from dtl_dist.library.synthetic import SynthConfig, synth as write_synthetic
+
+    config = SynthConfig(out, n, seed=seed, grid=grid, countries=countries, chunk_rows=chunk_rows, site_n=site_n,
+                         site_out=site_out, overwrite=overwrite)  # validates before any cluster starts
+    if workers < 1:
+        raise UserInputError(f"--workers: expected an integer >= 1, got {workers}")
+    if workers == 1 and scheduler_file is None:
+        stores = write_synthetic(config, progress=not quiet)
+    else:
+        from dtl_dist.engines.dask import client, map_blocks
+
+        with client(scheduler_file=scheduler_file, n_workers=workers) as dask_client:
+            stores = write_synthetic(config, map_blocks=map_blocks(dask_client), progress=not quiet)
+    for lib in filter(None, stores):
+        typer.echo(f"wrote {lib.path}: {lib.n_samples} samples x {lib.n_bands} bands ({lib.units})")
+
+
+@app.command("tune")
+@user_errors
+def tune_cmd(
+    data: Path = typer.Option(..., "--data", help="Store to model (e.g. the k+n localised store), absorbance."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory: trials.csv/.parquet, best_config.json, "
+                             "model/ and the Ray Tune experiment (ray/)."),
+    trials: int = typer.Option(200, "--trials", help="Number of 1D-CNN configs to try."),
+    folds: int = typer.Option(10, "--folds", help="Cross-validation folds (the same for every trial)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the folds, the TPE sampler and the weights."),
+    target: str = typer.Option("soc", "--target", help="Target property of the store."),
+    cpus_per_trial: float = typer.Option(1, "--cpus-per-trial", help="CPUs (torch threads) per trial."),
+    gpus_per_trial: float = typer.Option(0, "--gpus-per-trial", help="GPUs per trial; 0.25 = four trials per GPU."),
+    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Train on CPU if GPUs are asked for but absent."),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="Trials at once (default: as "
+                                                 "resources allow)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Join this Ray cluster (HOST:PORT or auto) "
+                                          "instead of starting a local Ray."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted search in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+) -> None:
+    """Search the 1D-CNN (Ray Tune: Optuna TPE + ASHA) by 10-fold CV RMSE; save the best fold ensemble."""
+    from dtl_dist.study.tune_stage import run_tune
+
+    result = run_tune(data, out, trials=trials, folds=folds, seed=seed, target=target, cpus_per_trial=cpus_per_trial,
+                      gpus_per_trial=gpus_per_trial, cpu_fallback=cpu_fallback, max_concurrent=max_concurrent,
+                      address=address, resume=resume, progress=not quiet)
+    best = result.best
+    done = f"best RMSE {best.rmse:.4f} ({best.trial_id}), model in {out / 'model'}" if best else "no trial completed"
+    typer.echo(f"{len(result.trials)} trials, {len(result.complete)} complete; {done}")
+
+
 def main() -> None:  # pragma: no cover - entry point
     app()
 

@@ -125,6 +125,15 @@ class LibraryWriter:
         remove_path(self.tmp)
 
 
+def write_region(path, start: int, spectra, sample_id, columns: dict) -> None:
+    """Write rows ``start:start+len(spectra)`` of the store at ``path`` (e.g. a :class:`LibraryWriter`'s
+    ``tmp``) by path, so parallel writers in other processes fill their own chunk-aligned regions.
+    Columns not in ``columns`` keep their fill value (NaN or empty).
+    """
+    group = zarr.open_group(str(path), mode="r+")
+    _write_rows(group, start, spectra, sample_id, columns, list(columns))
+
+
 def _resize(group, n_rows: int) -> None:
     group["spectra"].resize((n_rows, group["spectra"].shape[1]))
     for name in ["sample_id", *_column_names(group)]:
@@ -384,7 +393,10 @@ class SpectralLibrary:
             return p.target(n) if n in p.targets else np.full(p.n_samples, np.nan)
 
         def meta_or_blank(p, n):
-            return p.meta(n) if n in p.meta_fields else np.full(p.n_samples, "", dtype=object)
+            if n in p.meta_fields:
+                return p.meta(n)
+            numeric = any(n in q.meta_fields and _is_numeric(q.meta(n, rows=slice(0, 0))) for q in parts)
+            return np.full(p.n_samples, np.nan) if numeric else np.full(p.n_samples, "", dtype=object)
 
         prov = self.provenance + [provenance or {"derived_from": [str(p.path) for p in parts], "time": now_iso()}]
         return SpectralLibrary.create(
@@ -422,6 +434,38 @@ class SpectralLibrary:
             _write_rows(group, old, spectra, new_ids, columns, expected)
             if provenance:
                 group.attrs["provenance"] = list(group.attrs.get("provenance", [])) + [provenance]
+        except BaseException:
+            _resize(group, old)
+            raise
+        self._group = _open_group(self.path)
+
+    def append_library(self, other: "SpectralLibrary", *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
+        """Append every row of ``other`` (same grid, units and preprocessing; no columns the store lacks) in
+        place, chunk by chunk, with its provenance records. On any failure the arrays are shrunk back.
+        """
+        if self.index is not None:
+            raise UserInputError("cannot append to a view; append to the whole store")
+        check_compatible(self, other, what=str(other.path))
+        expected = _column_names(self._group)
+        names = [f"targets/{t}" for t in other.targets] + [f"meta/{m}" for m in other.meta_fields]
+        unknown = sorted(set(names) - set(expected))
+        if unknown:
+            raise UserInputError(f"{self.path}: append brings columns the store lacks: {unknown}")
+        _check_unique_ids(np.concatenate([self.sample_id, other.sample_id]), where=f"{self.path} after append")
+        old, n = self.n_samples, other.n_samples
+        group = zarr.open_group(str(self.path), mode="r+")
+        numeric = {name for name in expected if group[name].dtype.kind == "f"}
+        try:
+            _resize(group, old + n)
+            for start in range(0, n, chunk_rows):
+                rows = slice(start, min(start + chunk_rows, n))
+                columns = {name: other._read(name, rows) for name in names}
+                for name, values in columns.items():
+                    if name in numeric and not _is_numeric(values):
+                        raise UserInputError(f"{other.path}: {name} is text but numeric in {self.path}")
+                    columns[name] = values if name in numeric else _text(values)
+                _write_rows(group, old + start, other.spectra(rows), other._read("sample_id", rows), columns, expected)
+            group.attrs["provenance"] = list(group.attrs.get("provenance", [])) + other.provenance
         except BaseException:
             _resize(group, old)
             raise

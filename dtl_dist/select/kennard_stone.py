@@ -140,15 +140,15 @@ def _farthest_pair(X, sq_norms) -> tuple[int, int]:
     """Indices (i < j) of the two rows farthest apart; ties go to the lowest (i, j). Blocks of rows, O(N) memory."""
     N = len(X)
     rows = max(1, _BLOCK_ELEMENTS // N)
-    best, pair = -1.0, (0, 1)
+    best, pair = -np.inf, (0, 1)
     for start in range(0, N - 1, rows):
         stop = min(start + rows, N - 1)
-        # upper triangle only: rows start..stop-1 against columns start..N-1
+        # squared distances of rows start..stop-1 to rows start..N-1 (upper triangle; diagonal and below masked)
         d = X[start:stop] @ X[start:].T
         d *= -2.0
         d += sq_norms[start:stop, None]
         d += sq_norms[None, start:]
-        d[np.tril_indices(stop - start, 0, N - start)] = -1.0
+        d[:, : stop - start][np.tri(stop - start, dtype=bool)] = -np.inf
         k = int(np.argmax(d))
         if d.flat[k] > best:
             best = d.flat[k]

@@ -16,7 +16,7 @@ from dtl_dist.errors import UserInputError
 PAPER_GRID = (400.0, 2500.0, 10.0)
 """Start, stop (inclusive) and step in nm of the grid used in Shen et al. (2022), section 2.2."""
 
-_COLUMN_WAVELENGTH = re.compile(r"^(?:.*[._])?(\d+(?:\.\d+)?)(?:[._][A-Za-z]+)?$")
+_COLUMN_WAVELENGTH = re.compile(r"^(?:.*?[._])??(\d+(?:\.\d+)?)(?:[._][A-Za-z]+)?$")
 
 
 def make_grid(start: float = PAPER_GRID[0], stop: float = PAPER_GRID[1], step: float = PAPER_GRID[2]) -> np.ndarray:

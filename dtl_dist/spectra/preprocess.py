@@ -31,6 +31,15 @@ def _is_dask(X) -> bool:
     return hasattr(X, "map_blocks") and hasattr(X, "chunks") and hasattr(X, "dask")
 
 
+def _check_finite(X, first_row: int) -> None:
+    bad = ~np.isfinite(X)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise UserInputError(
+            f"spectra row {first_row + row}, column {col} is {X[row, col]}: expected a finite value (no NaN or inf)"
+        )
+
+
 class _RowwiseTransformer(TransformerMixin, BaseEstimator):
     """Base of the stateless transformers: each row (spectrum) is transformed on its own.
 
@@ -56,7 +65,8 @@ class _RowwiseTransformer(TransformerMixin, BaseEstimator):
                     f"{self.n_features_in_} features as input."
                 )
         else:
-            X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32))
+            X = validate_data(self, X, reset=reset, dtype=(np.float64, np.float32), ensure_all_finite=False)
+            _check_finite(X, 0)
         self._check_params(X.shape[1])
         return X
 
@@ -96,7 +106,9 @@ class _RowwiseTransformer(TransformerMixin, BaseEstimator):
 
         def block(x, block_info=None):
             first_row = block_info[0]["array-location"][0][0] if block_info else 0
-            return self._transform_rows(np.asarray(x, dtype=dtype), first_row)
+            x = np.ascontiguousarray(x, dtype=dtype)
+            _check_finite(x, first_row)
+            return self._transform_rows(x, first_row)
 
         return X.map_blocks(block, dtype=dtype, chunks=(X.chunks[0], (n_out,)), meta=np.empty((0, 0), dtype))
 
@@ -139,19 +151,14 @@ class Absorbance(OneToOneFeatureMixin, _RowwiseTransformer):
 
     def _transform_rows(self, X, first_row):
         top = 100.0 if self.units == "reflectance_percent" else 1.0
-        bad = ~np.isfinite(X) | (X <= 0) | (X > top)
+        bad = (X <= 0) | (X > top)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise UserInputError(
-                f"reflectance at row {first_row + row}, column {col} is {X[row, col]!r}: expected a finite "
-                f"value in (0, {top:g}] for units={self.units!r}"
+                f"reflectance at row {first_row + row}, column {col} is {X[row, col]}: expected a value in "
+                f"(0, {top:g}] for units={self.units!r}"
             )
         return np.log10(top / X)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.positive_only = True
-        return tags
 
 
 class SNV(OneToOneFeatureMixin, _RowwiseTransformer):
@@ -172,12 +179,13 @@ class SNV(OneToOneFeatureMixin, _RowwiseTransformer):
     """
 
     def _transform_rows(self, X, first_row):
-        centred = X - X.mean(axis=1, keepdims=True)
-        flat = np.ptp(X, axis=1) == 0
-        sd = np.where(flat, 1, X.std(axis=1, ddof=min(1, X.shape[1] - 1)))
+        x = X.astype(np.float64)  # float64 statistics: the same result whatever the block layout
+        centred = x - x.mean(axis=1, keepdims=True)
+        flat = np.ptp(x, axis=1) == 0
+        sd = np.where(flat, 1, x.std(axis=1, ddof=min(1, x.shape[1] - 1)))
         out = centred / sd[:, None]
         out[flat] = 0
-        return out
+        return out.astype(X.dtype, copy=False)
 
 
 class SavitzkyGolay(OneToOneFeatureMixin, _RowwiseTransformer):

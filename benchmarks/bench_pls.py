@@ -1,0 +1,102 @@
+"""bench_pls: PLS1 fits per second on identical subsets, scikit-learn and ikpls loops vs the batched kernel.
+
+RS-LOCAL-v2.0 (Shen et al. 2022, section 2.3.2) fits a PLSR with 10 components on each random subset of
+100 library spectra (211 bands) and predicts the 30 local_labelled spectra with it. This script draws
+``--subsets`` such subsets from the real Geeves spectra (SNV absorbance on the paper's grid), times
+
+- a scikit-learn loop: ``PLSRegression(n_components=10, scale=False).fit(X, y).predict(local)``,
+- an ikpls loop: ``ikpls.numpy.PLS(algorithm=1, scale_X=False, scale_Y=False)``,
+- ``dtl_dist.linear.pls1_fit_predict`` in float64 and float32 with several batch sizes,
+
+each on the same subsets and threads (``torch.set_num_threads(2)``; numpy's BLAS as configured by the
+environment), keeping the best of ``--repeat`` runs, and prints fits/s, the speed-ups and the largest
+difference from scikit-learn's predictions (relative to their largest magnitude).
+
+Run: ``.venv/bin/python benchmarks/bench_pls.py``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+from ikpls.numpy import PLS as IKPLS
+from sklearn.cross_decomposition import PLSRegression
+
+from dtl_dist.linear import pls1_fit_predict
+from dtl_dist.spectra.grid import make_grid, resample
+
+GEEVES = "/work/shared/data/geeves_nsw/datsoilspc.npz"
+
+
+def geeves_subsets(n_subsets: int, m: int, n_local: int, seed: int = 0):
+    """Random subsets of SNV absorbance spectra (400-2500 nm every 10 nm) and the local spectra to predict."""
+    data = np.load(GEEVES)
+    spectra = resample(np.log10(1 / data["X"].astype(np.float64)), data["wavelengths"].astype(np.float64), make_grid())
+    spectra = (spectra - spectra.mean(1, keepdims=True)) / spectra.std(1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    local = rng.choice(len(spectra), n_local, replace=False)
+    library = np.setdiff1d(np.arange(len(spectra)), local)
+    idx = np.stack([rng.choice(library, m, replace=False) for _ in range(n_subsets)])
+    return spectra[idx], data["y"].astype(np.float64)[idx], spectra[local]
+
+
+def best_time(fn, repeat: int) -> tuple[float, object]:
+    best, out = np.inf, None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subsets", type=int, default=4096)
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--ncomp", type=int, default=10)
+    parser.add_argument("--local", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    X, y, local = geeves_subsets(args.subsets, args.samples, args.local)
+    B, A = args.subsets, args.ncomp
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{B} subsets x {args.samples} spectra x {X.shape[2]} bands, {A} components, predict {args.local} local spectra")
+
+    def sklearn_loop():
+        return np.stack([PLSRegression(A, scale=False).fit(X[b], y[b]).predict(local) for b in range(B)])
+
+    def ikpls_loop():
+        model = IKPLS(algorithm=1, scale_X=False, scale_Y=False)
+        return np.stack([model.fit(X[b], y[b], A).predict(local, A)[:, 0] for b in range(B)])
+
+    rows = []
+    t_sk, ref = best_time(sklearn_loop, args.repeat)
+    rows.append(("scikit-learn loop", "-", t_sk, ref))
+    rows.append(("ikpls loop (numpy, alg. 1)", "-", *best_time(ikpls_loop, args.repeat)))
+    for dtype in ("float64", "float32"):
+        Xt, yt, lt = (torch.as_tensor(a, dtype=getattr(torch, dtype)) for a in (X, y, local))
+        for batch in args.batches:
+            def ours(batch=batch):
+                return torch.cat([pls1_fit_predict(Xt[i : i + batch], yt[i : i + batch], lt, A) for i in range(0, B, batch)])
+            ours()  # warm-up
+            elapsed, pred = best_time(ours, args.repeat)
+            rows.append((f"dtl_dist pls1 {dtype}", str(batch), elapsed, pred.double().numpy()))
+    t_ik = rows[1][2]
+    scale = np.abs(ref).max()
+    print(f"{'method':28s} {'batch':>6s} {'fits/s':>9s} {'x sklearn':>10s} {'x ikpls':>8s} {'max rel diff':>13s}")
+    for name, batch, elapsed, pred in rows:
+        diff = np.abs(pred - ref).max() / scale
+        print(f"{name:28s} {batch:>6s} {B / elapsed:9.0f} {t_sk / elapsed:10.1f} {t_ik / elapsed:8.1f} {diff:13.1e}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

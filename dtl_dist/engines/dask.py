@@ -1,0 +1,101 @@
+"""Dask engine: a Client from a LocalCluster, a scheduler file, an address or dask-mpi, and a
+``map_blocks`` that scatters an algorithm's blocks over it (paper section 2.3.2 ran RS-LOCAL-v2.0 on
+50 cores; this is how we spread it over nodes).
+
+Blocks travel as small tasks (library rows, scores); large arrays are read by the workers themselves
+(e.g. :class:`dtl_dist.library.LibraryRef`). Results come back in block order, so a distributed run
+gives the same answer as the in-process one. A task on a worker that dies is re-run on another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from distributed import Client, WorkerPlugin
+
+from dtl_dist.errors import UserInputError
+
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+"""Environment variables through which MPI launchers announce the number of ranks."""
+
+
+def under_mpiexec() -> bool:
+    """True when this process is one of several ranks started by an MPI launcher."""
+    for name in MPI_SIZE_VARIABLES:
+        if int(os.environ.get(name, "1") or 1) > 1:
+            return True
+    return False
+
+
+class TorchThreads(WorkerPlugin):
+    """Limit torch to the worker's own threads, so workers sharing a node do not oversubscribe it."""
+
+    def setup(self, worker):
+        import torch
+
+        torch.set_num_threads(max(1, int(worker.state.nthreads)))
+
+
+def client(scheduler_file=None, address=None, mpi: bool = False, n_workers: int | None = None, *,
+           timeout: str = "10s", memory_limit: str = "4GB", interface: str | None = None) -> Client:
+    """A Dask client for one of the supported deployments.
+
+    Parameters
+    ----------
+    scheduler_file : join the cluster whose scheduler wrote this file (``dask scheduler --scheduler-file``).
+    address : join the scheduler at this address (``tcp://host:8786``).
+    mpi : start with dask-mpi (rank 0 scheduler, rank 1 runs the rest of the program, others are workers);
+        also chosen automatically when started under ``mpiexec`` with more than one rank. Ranks other than
+        1 do not return from this call.
+    n_workers : workers of the embedded LocalCluster (default 2, one thread each).
+    timeout : how long to try to reach an existing scheduler.
+    memory_limit : per worker (LocalCluster and dask-mpi).
+    interface : network interface for dask-mpi (e.g. "ib0"; "lo" on a single machine).
+
+    Raises
+    ------
+    UserInputError
+        If the scheduler file is missing or the scheduler cannot be reached.
+    """
+    if sum(bool(x) for x in (scheduler_file, address, mpi)) > 1:
+        raise UserInputError("give at most one of --scheduler-file, --address and --mpi")
+    if mpi or (not scheduler_file and not address and under_mpiexec()):
+        from dask_mpi import initialize
+
+        initialize(nthreads=1, memory_limit=memory_limit, dashboard=False, interface=interface)
+        return _connect(None, timeout, "the dask-mpi scheduler (rank 0)")
+    if scheduler_file:
+        if not Path(scheduler_file).is_file():
+            raise UserInputError(f"--scheduler-file {scheduler_file}: no such file; start the scheduler first "
+                                 "(dask scheduler --scheduler-file FILE)")
+        return _connect({"scheduler_file": str(scheduler_file)}, timeout, f"the scheduler in {scheduler_file}")
+    if address:
+        return _connect({"address": address}, timeout, f"the scheduler at {address}")
+    c = Client(n_workers=n_workers or 2, threads_per_worker=1, processes=True, dashboard_address=None,
+               host="127.0.0.1", memory_limit=memory_limit, set_as_default=False)
+    c.register_plugin(TorchThreads(), name="dtl-torch-threads")
+    return c
+
+
+def _connect(kwargs, timeout, what) -> Client:
+    try:
+        c = Client(**(kwargs or {}), timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise UserInputError(f"cannot reach {what} within {timeout}: {exc}") from None
+    c.register_plugin(TorchThreads(), name="dtl-torch-threads")
+    return c
+
+
+def map_blocks(client: Client, *, retries: int = 2):
+    """A ``map_blocks(fn, blocks) -> list`` running each block as one task on ``client``.
+
+    Results are gathered in block order. A task that raises is retried ``retries`` times; a task whose
+    worker dies is rescheduled on another worker by the scheduler.
+    """
+
+    def run(fn, blocks) -> list:
+        futures = client.map(fn, list(blocks), pure=False, retries=retries)
+        return client.gather(futures)
+
+    return run

@@ -1,0 +1,366 @@
+"""Ray engine: a local Ray runtime or a running Ray cluster, a Ray ``map_blocks`` and the Ray Tune runner.
+
+This is the only module that imports Ray. The algorithms in ``dtl_dist.nn`` take what they need from here
+as arguments: :func:`map_blocks` (fold transfers, paper 2.3.3/2.3.4) and :class:`TuneRunner` (the CNN
+hyper-parameter search, paper 2.3.1), so they stay testable in-process.
+
+Defaults follow ENVIRONMENT.md: loopback only, no dashboard, no usage stats, no driver log spam.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from dtl_dist.errors import UserInputError
+
+QUIET_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_memory_monitor_refresh_ms": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+"""Environment for a quiet, loopback-only Ray (set with ``setdefault`` before Ray starts)."""
+
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+
+
+def _quiet_env() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of ``host:port`` or ``ray://host:port``; None for ``auto`` / ``local``."""
+    text = address.removeprefix("ray://")
+    if text in ("auto", "local"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserInputError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or 'auto'")
+    return host, int(port)
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    target = _host_port(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise UserInputError(
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head` or check the address"
+        ) from None
+
+
+def local_gpu_count() -> int:
+    """CUDA devices visible to this process (0 without a CUDA build of torch)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, *,
+         timeout_s: float = 5.0, object_store_memory: int | None = LOCAL_OBJECT_STORE_BYTES):
+    """Start a quiet local Ray runtime, or join the Ray cluster at ``address``.
+
+    An already initialised runtime is reused as it is (so a session-wide fixture or a caller's own
+    ``ray.init`` wins).
+
+    Parameters
+    ----------
+    address : None (start a local runtime), ``"auto"``, ``HOST:PORT`` or ``ray://HOST:PORT``.
+    num_cpus, num_gpus : resources of a local runtime (None: detect); ignored when joining a cluster.
+    timeout_s : how long to wait for ``address`` to answer before giving up.
+    object_store_memory : bytes for a local runtime's object store.
+
+    Returns
+    -------
+    The ``ray`` module, initialised.
+
+    Raises
+    ------
+    UserInputError
+        When ``address`` does not answer or is malformed, or ``num_gpus`` exceeds the local CUDA devices.
+    """
+    _quiet_env()
+    import ray
+
+    if address is not None:
+        _check_reachable(address, timeout_s)
+    if ray.is_initialized():
+        return ray
+    if address is not None:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise UserInputError(f"--address {address}: could not join a Ray cluster ({exc})") from None
+        return ray
+    if num_gpus and num_gpus > local_gpu_count():
+        raise UserInputError(f"num_gpus={num_gpus}: this machine has {local_gpu_count()} CUDA device(s)")
+    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+             object_store_memory=object_store_memory, configure_logging=False)
+    return ray
+
+
+def shutdown() -> None:
+    """Stop the Ray runtime this process started (or leave a cluster)."""
+    import ray
+
+    ray.shutdown()
+
+
+def gpus_per_trial(requested: float, *, allow_cpu_fallback: bool = False) -> float:
+    """GPUs each trial may use, checked against the GPUs the running Ray cluster has.
+
+    Parameters
+    ----------
+    requested : fraction or number of GPUs per trial (0.25: four trials share one GPU).
+    allow_cpu_fallback : when the cluster has no GPU, train on CPU instead of failing.
+
+    Raises
+    ------
+    UserInputError
+        When GPUs are requested, the cluster has none (or too few) and fallback is not allowed.
+    """
+    import ray
+
+    if requested < 0:
+        raise UserInputError(f"--gpus-per-trial {requested}: expected a number >= 0")
+    have = float(ray.cluster_resources().get("GPU", 0.0))
+    if requested == 0 or requested <= have:
+        return float(requested)
+    if allow_cpu_fallback and have == 0:
+        return 0.0
+    raise UserInputError(
+        f"--gpus-per-trial {requested}: the Ray cluster has {have:g} GPU(s); "
+        "ask for fewer, or allow CPU fallback (--cpu-fallback)"
+    )
+
+
+def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0):
+    """A ``map_blocks(fn, blocks) -> list`` that runs each block as a Ray task (results in block order).
+
+    Parameters
+    ----------
+    num_cpus, num_gpus : resources of each task (fractional GPUs let several tasks share one device).
+    """
+    import ray
+
+    def ray_map(fn, blocks):
+        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(fn)
+        return ray.get([remote.remote(block) for block in blocks])
+
+    return ray_map
+
+
+def cnn_trial(config: dict, data=None, space=None, mode="vectorised", seed=0, use_gpu=False, threads=1):
+    """Ray Tune function trainable: one 1D-CNN trial (:func:`dtl_dist.nn.search.run_trial`)."""
+    import tempfile
+
+    import torch
+    from ray import tune
+
+    from dtl_dist.nn.search import run_trial
+
+    torch.set_num_threads(max(1, threads))
+
+    def report(metrics, write_checkpoint=None):
+        if write_checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            write_checkpoint(Path(directory))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+    run_trial(dict(config), data, space, report=report, mode=mode, seed=seed, device=device,
+              provenance={"trial_id": tune.get_context().get_trial_id()})
+
+
+class _DefineByRun:
+    """Optuna define-by-run space for ``OptunaSearch`` (picklable, returns no constants)."""
+
+    def __init__(self, space):
+        self.space = space
+
+    def __call__(self, trial) -> None:
+        self.space.suggest(trial)
+
+
+class Progress:
+    """Tune callback: one line per finished trial with trials done and the best RMSE so far."""
+
+    def __init__(self, total: int, echo=print):
+        self.total = total
+        self.echo = echo
+        self.done = 0
+        self.best = float("inf")
+
+    def __call__(self, trial_status: str, rmse: float) -> None:
+        self.done += 1
+        if trial_status == "complete":
+            self.best = min(self.best, rmse)
+        best = "-" if self.best == float("inf") else f"{self.best:.4f}"
+        self.echo(f"trials {self.done}/{self.total}  best RMSE {best}", flush=True)
+
+
+def _progress_callback(progress: Progress):
+    from ray import tune
+
+    class ProgressCallback(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            result = trial.last_result or {}
+            progress(result.get("status", "stopped") if result.get("complete") else "stopped",
+                     float(result.get("rmse", float("inf"))))
+
+    return ProgressCallback()
+
+
+class TuneRunner:
+    """Run a 1D-CNN search on Ray Tune: Optuna TPE searcher + ASHA scheduler (paper section 2.3.1).
+
+    Every trial reports its mean fold validation RMSE after each epoch, so ASHA stops poor trials early;
+    complete trials save their fold ensemble as a checkpoint. Failed trials are retried
+    (``max_failures``); an interrupted search (Ctrl-C, lost driver) resumes with ``resume=True``
+    (``Tuner.restore``): finished trials are kept, unfinished ones restart, and the sampler continues
+    to the requested number of trials.
+
+    Parameters
+    ----------
+    storage_path : directory of the Tune experiment (trial results, checkpoints, searcher state).
+    name : experiment name (a sub-directory of ``storage_path``).
+    address : None (local Ray runtime) or a Ray cluster address (see :func:`init`).
+    num_cpus : CPUs of a local runtime (None: all).
+    cpus_per_trial : CPUs (torch threads) per trial.
+    gpus_per_trial : GPUs per trial; fractions share a GPU between trials (0.25: four per GPU).
+    allow_cpu_fallback : train on CPU when GPUs are requested but the cluster has none.
+    max_concurrent : trials running at once (None: as many as resources allow).
+    resume : continue the experiment in ``storage_path/name`` instead of starting a new one.
+    max_failures : retries of a trial that raised.
+    progress : print a line per finished trial (trials done / best RMSE).
+    callbacks : extra ``ray.tune.Callback`` objects.
+    """
+
+    def __init__(self, storage_path, *, name: str = "search", address: str | None = None, num_cpus: int | None = None,
+                 cpus_per_trial: float = 1, gpus_per_trial: float = 0, allow_cpu_fallback: bool = False,
+                 max_concurrent: int | None = None, resume: bool = False, max_failures: int = 2,
+                 progress: bool = True, callbacks=()):
+        self.storage_path = storage_path
+        self.name = name
+        self.address = address
+        self.num_cpus = num_cpus
+        self.cpus_per_trial = cpus_per_trial
+        self.gpus_per_trial = gpus_per_trial
+        self.allow_cpu_fallback = allow_cpu_fallback
+        self.max_concurrent = max_concurrent
+        self.resume = resume
+        self.max_failures = max_failures
+        self.progress = progress
+        self.callbacks = callbacks
+
+    @property
+    def experiment_path(self) -> Path:
+        return Path(self.storage_path).resolve() / self.name
+
+    def _check(self) -> None:
+        if self.cpus_per_trial <= 0:
+            raise UserInputError(f"--cpus-per-trial {self.cpus_per_trial}: expected a number > 0")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise UserInputError(f"--max-concurrent {self.max_concurrent}: expected an integer >= 1")
+        if self.max_failures < 0:
+            raise UserInputError(f"max_failures={self.max_failures}: expected >= 0")
+        from ray.tune import Tuner
+
+        exists = Tuner.can_restore(str(self.experiment_path))
+        if self.resume and not exists:
+            raise UserInputError(f"--resume: no search to resume in {self.experiment_path}")
+        if not self.resume and self.experiment_path.exists():
+            raise UserInputError(f"{self.experiment_path}: a search is already there; use --resume to continue it")
+
+    def run(self, data, space, settings):
+        """Run (or resume) the search; returns a :class:`dtl_dist.nn.search.SearchResult`."""
+        self._check()
+        init(self.address, self.num_cpus)
+        gpus = gpus_per_trial(self.gpus_per_trial, allow_cpu_fallback=self.allow_cpu_fallback)
+        from ray import tune
+
+        trainable = tune.with_resources(
+            tune.with_parameters(cnn_trial, data=data, space=space, mode=settings.mode, seed=settings.seed, use_gpu=gpus > 0,
+                                 threads=int(self.cpus_per_trial)),
+            {"cpu": self.cpus_per_trial, "gpu": gpus},
+        )
+        if self.resume:
+            tuner = tune.Tuner.restore(str(self.experiment_path), trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(trainable, tune_config=self._tune_config(space, settings),
+                               run_config=self._run_config(settings))
+        return _search_result(tuner.fit())
+
+    def _tune_config(self, space, settings):
+        import optuna
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+
+        from dtl_dist.nn.search import METRIC
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        searcher = OptunaSearch(space=_DefineByRun(space), metric=METRIC, mode="min",
+                                sampler=optuna.samplers.TPESampler(seed=settings.seed))
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs,
+                                  grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
+        return tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher, scheduler=scheduler,
+                               num_samples=settings.trials, max_concurrent_trials=self.max_concurrent,
+                               reuse_actors=True, trial_dirname_creator=_trial_dirname)
+
+    def _run_config(self, settings):
+        from ray import tune
+
+        callbacks = list(self.callbacks)
+        if self.progress:
+            callbacks.append(_progress_callback(Progress(settings.trials)))
+        return tune.RunConfig(
+            name=self.name, storage_path=str(Path(self.storage_path).resolve()), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=self.max_failures),
+            callbacks=callbacks,
+        )
+
+
+def _search_result(grid):
+    """Turn a Tune ResultGrid into a :class:`dtl_dist.nn.search.SearchResult`."""
+    import math
+
+    from dtl_dist.nn.search import SearchResult, TrialRecord
+
+    records = []
+    for result in grid:
+        metrics = result.metrics or {}
+        trial_id = Path(result.path).name
+        params = {k: v for k, v in (result.config or {}).items()}
+        if result.error is not None:
+            status, reason = "error", f"{type(result.error).__name__}: {result.error}"[:500]
+        elif metrics.get("status") == "rejected":
+            status, reason = "rejected", metrics.get("reason", "")
+        else:
+            status, reason = ("complete" if metrics.get("complete") else "stopped"), ""
+        records.append(TrialRecord(
+            trial_id=trial_id, status=status, rmse=float(metrics.get("rmse", math.inf)),
+            rmse_std=float(metrics.get("rmse_std", math.nan)), fold_rmse=metrics.get("fold_rmse", ""),
+            epochs=int(metrics.get("epoch", 0)), time_s=float(metrics.get("train_time_s", metrics.get("time_total_s", math.nan))),
+            reason=reason, params=params,
+            checkpoint=result.checkpoint.path if status == "complete" and result.checkpoint else None,
+        ))
+    records.sort(key=lambda r: r.trial_id)
+    return SearchResult(records)
+
+
+def _trial_dirname(trial) -> str:
+    """``trial_00012_3dc2daee``: the trial's number in the search (sortable) and its Tune id."""
+    number = trial.experiment_tag.split("_", 1)[0]
+    return f"trial_{int(number):05d}_{trial.trial_id}" if number.isdigit() else f"trial_{trial.trial_id}"

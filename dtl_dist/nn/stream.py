@@ -1,0 +1,257 @@
+"""Library-scale 1D-CNN training: mini-batches streamed from the Zarr library (paper section 2.3.1).
+
+The global and country 1D-CNNs learn from whole spectral libraries (the paper notes 2-22 days per global
+search on one GPU). :class:`LibraryBatches` streams shuffled mini-batches straight from the store, a few
+Zarr chunks at a time, so the library never has to fit in memory; :func:`fit_library` trains a CNN on
+them with early stopping on an in-memory validation sample.
+
+Data-parallel training over several GPUs (or CPU processes) uses ``torch.distributed``: start one
+process per device with ``torchrun``, each calling :func:`fit_library`, which then wraps the model in
+``DistributedDataParallel`` and gives every rank its own share of each global batch::
+
+    torchrun --nproc_per_node=4 -m dtl_dist.nn.stream LIBRARY.zarr CNN_CONFIG.json OUT_MODEL_DIR
+
+(``--nnodes``/``--rdzv-endpoint`` for several nodes). With ``W`` ranks of batch ``b``, rank ``r`` gets
+rows ``[(jW + r) b, (jW + r + 1) b)`` of the ``j``-th global batch of ``W b`` shuffled rows, so W ranks
+take exactly the steps one process would take with batch ``W b`` (gradients are averaged by DDP).
+
+References
+----------
+Shen Z. et al. (2022), section 2.3.1 and Table 2 (the global and country 1D-CNNs).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+
+from dtl_dist.errors import UserInputError
+from dtl_dist.nn.builder import CNNConfig, build_cnn, set_generator
+from dtl_dist.nn.trainer import TrainConfig, make_optimizer
+from dtl_dist.spectra.preprocess import SNV
+
+
+def _chunk_rows(library) -> int:
+    return int(zarr.open_array(str(Path(library.path) / "spectra"), mode="r").chunks[0])
+
+
+class LibraryBatches(torch.utils.data.IterableDataset):
+    """Shuffled ``(spectra, targets)`` mini-batches read from a :class:`~dtl_dist.library.SpectralLibrary`.
+
+    Each epoch visits the store chunks in a seeded random order, ``buffer_chunks`` chunks at a time,
+    shuffles the rows of the buffer and cuts them into batches; leftover rows carry over to the next
+    buffer. Only rows with a measured target are used. Spectra are SNV-transformed on the fly (the store
+    holds absorbance, paper section 2.2).
+
+    Parameters
+    ----------
+    library : SpectralLibrary (or a view of one, e.g. ``lib.by(country="SE")``).
+    target : target name.
+    rows : optional int array of library rows to use (e.g. the training rows; relative to the view).
+    batch_size : rows per batch on each rank.
+    buffer_chunks : store chunks read and shuffled together.
+    seed : seed of the chunk and row order (combined with the epoch, see :meth:`set_epoch`).
+    rank, world_size : this process's share in data-parallel training.
+    snv : apply SNV to each spectrum.
+    """
+
+    def __init__(self, library, target: str = "soc", *, rows=None, batch_size: int = 256, buffer_chunks: int = 2,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, snv: bool = True):
+        if batch_size < 1 or buffer_chunks < 1:
+            raise UserInputError(f"batch_size={batch_size}, buffer_chunks={buffer_chunks}: expected integers >= 1")
+        if not 0 <= rank < world_size:
+            raise UserInputError(f"rank {rank} of world size {world_size}: expected 0 <= rank < world size")
+        self.library = library
+        self.batch_size = batch_size
+        self.buffer_chunks = buffer_chunks
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.snv = snv
+        self.epoch = 0
+        y = library.target(target)
+        positions = np.arange(library.n_samples) if rows is None else np.asarray(rows, dtype=np.int64)
+        positions = positions[np.isfinite(y[positions])]
+        if positions.size < batch_size * world_size:
+            raise UserInputError(
+                f"{library.path}: {positions.size} samples with a measured {target!r}, fewer than one global batch "
+                f"({batch_size} x {world_size} ranks)"
+            )
+        absolute = positions if library.index is None else library.index[positions]
+        chunk = absolute // _chunk_rows(library)
+        self._chunks = [positions[chunk == c] for c in np.unique(chunk)]
+        self._y = y.astype(np.float32)
+        self.n_rows = int(positions.size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the row order of ``epoch`` (same seed and epoch -> same batches)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches per epoch on each rank."""
+        return self.n_rows // (self.batch_size * self.world_size)
+
+    def _read(self, positions: np.ndarray) -> np.ndarray:
+        """Spectra of ``positions`` (sorted), SNV-transformed; one Zarr read per chunk."""
+        X = self.library.spectra(positions)
+        return SNV().fit_transform(X).astype(np.float32) if self.snv else X
+
+    def __iter__(self):
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
+        global_batch = self.batch_size * self.world_size
+        rows, spectra = np.empty(0, dtype=np.int64), np.empty((0, self.library.n_bands), dtype=np.float32)
+        chunk_order = rng.permutation(len(self._chunks))
+        remaining = len(self)
+        for start in range(0, len(chunk_order), self.buffer_chunks):
+            new = np.sort(np.concatenate([self._chunks[c] for c in chunk_order[start:start + self.buffer_chunks]]))
+            rows, spectra = np.concatenate([rows, new]), np.concatenate([spectra, self._read(new)])
+            order = rng.permutation(rows.size)
+            rows, spectra = rows[order], spectra[order]
+            usable = (rows.size // global_batch) * global_batch
+            for j in range(0, usable, global_batch):
+                if remaining == 0:
+                    return
+                mine = slice(j + self.rank * self.batch_size, j + (self.rank + 1) * self.batch_size)
+                yield torch.from_numpy(spectra[mine]), torch.from_numpy(self._y[rows[mine]])
+                remaining -= 1
+            rows, spectra = rows[usable:], spectra[usable:]
+
+
+@dataclass
+class LibraryFit:
+    """Result of :func:`fit_library`.
+
+    Attributes
+    ----------
+    state_dict : weights with the lowest validation loss (last epoch without validation).
+    epochs : epochs trained.
+    train_loss, val_loss : MSE per epoch.
+    samples : training samples seen (all epochs, this rank).
+    seconds : training wall time.
+    """
+
+    state_dict: dict
+    epochs: int
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    samples: int = 0
+    seconds: float = 0.0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds else math.nan
+
+
+def _distributed() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, target: str = "soc", rows=None,
+                validation=None, buffer_chunks: int = 2, device: str = "cpu") -> LibraryFit:
+    """Train one 1D-CNN on a spectral library streamed from Zarr, data-parallel under ``torch.distributed``.
+
+    Parameters
+    ----------
+    library : SpectralLibrary (absorbance on the model's grid).
+    cnn_config, train_config : architecture and training settings (``batch_size`` is per rank).
+    target : target name.
+    rows : training rows (default: all rows with a measured target).
+    validation : ``(X_val, y_val)`` SNV-preprocessed, in memory, for early stopping (``patience``).
+    buffer_chunks : store chunks shuffled together.
+    device : torch device of this rank.
+
+    Returns
+    -------
+    LibraryFit (identical on every rank).
+    """
+    import time
+
+    rank, world = _distributed()
+    batches = LibraryBatches(library, target, rows=rows, batch_size=train_config.batch_size,
+                             buffer_chunks=buffer_chunks, seed=train_config.seed, rank=rank, world_size=world)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train_config.seed)
+        model = build_cnn(cnn_config, library.n_bands).to(device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(train_config.seed + rank)
+    set_generator(model, generator)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+    optimizer = make_optimizer(net.parameters(), train_config)
+    if validation is not None:
+        Xv = torch.as_tensor(np.asarray(validation[0], dtype=np.float32), device=device).unsqueeze(1)
+        yv = torch.as_tensor(np.asarray(validation[1], dtype=np.float32), device=device)
+    fit = LibraryFit({}, 0)
+    best, wait = math.inf, 0
+    start = time.perf_counter()
+    for epoch in range(train_config.max_epochs):
+        batches.set_epoch(epoch)
+        net.train()
+        total, count = 0.0, 0
+        for X, y in batches:
+            X, y = X.to(device).unsqueeze(1), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.mean((net(X) - y) ** 2)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            count += len(y)
+        fit.samples += count
+        fit.epochs = epoch + 1
+        fit.train_loss.append(total / max(count, 1))
+        if validation is None:
+            fit.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            continue
+        net.eval()
+        with torch.no_grad():
+            val = torch.mean((model(Xv) - yv) ** 2).item()
+        fit.val_loss.append(val)
+        if val < best:
+            best, wait = val, 0
+            fit.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            wait += 1
+            if wait >= train_config.patience:
+                break
+    fit.seconds = time.perf_counter() - start
+    return fit
+
+
+def main(argv=None) -> int:  # pragma: no cover - exercised through torchrun by users
+    """``torchrun ... -m dtl_dist.nn.stream LIBRARY CNN_CONFIG.json OUT_DIR``: data-parallel library training."""
+    import json
+    import os
+
+    from dtl_dist.library import SpectralLibrary
+    from dtl_dist.nn.model_dir import save_model
+
+    library_path, config_path, out = (argv or sys.argv[1:])[:3]
+    spec = json.loads(Path(config_path).read_text())
+    if "WORLD_SIZE" in os.environ:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, _ = _distributed()
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    library = SpectralLibrary.open(library_path)
+    fit = fit_library(library, CNNConfig.from_dict(spec["cnn_config"]),
+                      TrainConfig.from_dict(spec.get("train_config", {})), device=device)
+    if rank == 0:
+        save_model(out, CNNConfig.from_dict(spec["cnn_config"]), [fit.state_dict], wavelengths=library.wavelengths,
+                   training={"train_config": spec.get("train_config", {}), "epochs": fit.epochs},
+                   provenance={"library": str(library_path)})
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

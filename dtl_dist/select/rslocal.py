@@ -1,0 +1,274 @@
+"""RS-LOCAL-v2.0: transfer instances from a spectral library to a site by resampling (paper section 2.3.2).
+
+The active pool K starts as the whole library (samples with a measured target). Each iteration draws
+``B ~ |K| b / m`` random subsets of ``m`` library samples, fits a PLS1 model with ``ncomp`` components on
+each (the batched kernel of :mod:`dtl_dist.linear.pls_kernel`) and scores the subset on the site's labelled
+local samples. A sample's *weakness* is the mean score of the subsets that contained it in this
+iteration; samples whose weakness is at or above the ``retain`` quantile are dropped (none when that
+would be every sample, i.e. all weaknesses are equal). The search stops
+when ``|K| <= k (1 + r)`` (``r = 1 - retain``), after 5 iterations without change, or when too few
+samples remain, and returns the last pool with at least ``k`` samples.
+
+Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks) -> list`` function (default:
+in-process); :mod:`dtl_dist.engines` supplies distributed ones. Random streams are keyed by
+``(seed, iteration)`` and drawn in the driver, so the selection does not depend on the number of
+workers or on the block size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from dtl_dist.errors import UserInputError
+from dtl_dist.linear.pls_kernel import pls1_fit, pls1_predict, pls1_transform
+
+CRITERIA = ("rmse", "reconstruction", "mahalanobis")
+"""Subset scores (lower is better): RMSE of the local predictions (needs local values); reconstruction
+error of the local spectra in the subset's PLS space; Mahalanobis distance between the local and subset
+score centroids (the last two need no local values, for sites with few labels)."""
+
+STALL_ITERATIONS = 5
+"""Stop after this many consecutive iterations that drop no sample."""
+
+TRACE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass(frozen=True)
+class SubsetBlock:
+    """One task: a block of subsets to fit and score. Small to ship: library rows and targets only.
+
+    ``library`` is the (N, p) library spectra or a handle with ``load_spectra()`` (e.g.
+    :class:`dtl_dist.library.LibraryRef`) that a worker reads once per process.
+    """
+
+    library: object
+    rows: np.ndarray  # (n_subsets, m) int32 library rows
+    subset_y: np.ndarray  # (n_subsets, m) library targets of those rows
+    local_X: np.ndarray  # (n, p) preprocessed local spectra
+    local_y: np.ndarray | None  # (n,) local values (criterion "rmse")
+    ncomp: int
+    criterion: str
+    preprocess: object | None  # row-wise transformer applied to library spectra (e.g. SNV)
+    dtype: str
+
+
+def _library_array(library) -> np.ndarray:
+    return library.load_spectra() if hasattr(library, "load_spectra") else library
+
+
+def score_subsets(block: SubsetBlock) -> np.ndarray:
+    """Fit PLS1 on each subset of ``block`` and score it on the local samples (lower is better).
+
+    Returns
+    -------
+    ndarray of shape (n_subsets,), float64; a subset whose fit fails (non-finite score) gets +inf.
+    """
+    X = _library_array(block.library)
+    n_sub, m = block.rows.shape
+    Xs = np.take(X, block.rows.reshape(-1), axis=0)
+    if block.preprocess is not None:
+        Xs = block.preprocess.fit_transform(Xs)
+    dtype = getattr(torch, block.dtype)
+    Xs = torch.as_tensor(np.ascontiguousarray(Xs), dtype=dtype).reshape(n_sub, m, -1)
+    fit = pls1_fit(Xs, torch.as_tensor(block.subset_y, dtype=dtype), block.ncomp, dtype=dtype)
+    local = torch.as_tensor(block.local_X, dtype=dtype)
+    if block.criterion == "rmse":
+        err = pls1_predict(fit, local) - torch.as_tensor(block.local_y, dtype=dtype)
+        score = err.square().mean(dim=1).sqrt()
+    elif block.criterion == "reconstruction":
+        T = pls1_transform(fit, local)
+        residual = (local - fit.x_mean[:, None, :]) - T @ fit.x_loadings.mT
+        score = residual.square().mean(dim=(1, 2)).sqrt()
+    else:
+        T_local = pls1_transform(fit, local).double()
+        T_subset = pls1_transform(fit, Xs).double()
+        diff = T_local.mean(dim=1) - T_subset.mean(dim=1)
+        centred = T_subset - T_subset.mean(dim=1, keepdim=True)
+        cov = centred.transpose(1, 2) @ centred / (m - 1)
+        score = (diff * torch.linalg.solve(cov, diff)).sum(dim=1).clamp_min(0).sqrt()
+    score = score.double().cpu().numpy()
+    return np.where(np.isfinite(score), score, np.inf)
+
+
+def draw_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> np.ndarray:
+    """Random subsets of one iteration, as positions into the pool.
+
+    ``b`` rounds; each round permutes the pool and cuts it into ``round(|K| / m)`` subsets of ``m``
+    distinct samples (a remainder of at least ``m / 2`` is filled up from the start of the same
+    permutation, a smaller one sits the round out). So ``B = b round(|K| / m)`` and each sample appears
+    about ``b`` times. The stream is keyed by ``(seed, iteration)`` only.
+
+    Returns
+    -------
+    ndarray of shape (B, m), int64
+    """
+    if pool_size < m:
+        raise ValueError(f"pool of {pool_size} samples cannot form subsets of {m}")
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=(iteration,))))
+    full, rest = divmod(pool_size, m)
+    rounds = []
+    for _ in range(b):
+        perm = rng.permutation(pool_size)
+        subsets = perm[: full * m].reshape(full, m)
+        if 2 * rest >= m and rest:
+            subsets = np.vstack([subsets, np.concatenate([perm[full * m:], perm[: m - rest]])[None]])
+        rounds.append(subsets)
+    return np.vstack(rounds)
+
+
+def weakness(subsets: np.ndarray, scores: np.ndarray, pool_size: int) -> np.ndarray:
+    """Mean score of the subsets that contain each pool sample (NaN for a sample in no subset)."""
+    flat = subsets.reshape(-1)
+    total = np.bincount(flat, weights=np.repeat(scores, subsets.shape[1]), minlength=pool_size)
+    count = np.bincount(flat, minlength=pool_size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+@dataclass
+class RSLocalState:
+    """Search state after ``iteration`` iterations: enough to resume (checkpoint) or to report."""
+
+    iteration: int
+    pool: np.ndarray  # library rows in the active pool K
+    stall: int = 0
+    trace: list = field(default_factory=list)
+    stop_reason: str | None = None
+
+
+@dataclass
+class RSLocalResult:
+    """Outcome of :func:`rslocal`.
+
+    Attributes
+    ----------
+    selected : library rows of the selected samples (the last pool with at least ``k`` samples).
+    trace : one dict per iteration: iteration, pool_size, n_subsets, dropped, threshold and the
+        subset score quantiles (score_min, score_q05, ..., score_max).
+    stop_reason : "target" (|K| <= k(1+r)), "stalled" (5 iterations without change) or "too_few".
+    n_skipped : library samples left out because their target is NaN.
+    """
+
+    selected: np.ndarray
+    trace: list
+    stop_reason: str
+    n_iterations: int
+    n_skipped: int
+
+
+def _check(local_X, local_y, k, subset, b, retain, ncomp, criterion, n_valid):
+    if criterion not in CRITERIA:
+        raise UserInputError(f"criterion {criterion!r}: expected one of {', '.join(CRITERIA)}")
+    if not 0 < retain < 1:
+        raise UserInputError(f"retain={retain}: expected a fraction strictly between 0 and 1")
+    if b < 1:
+        raise UserInputError(f"b={b}: expected at least 1 appearance per sample per iteration")
+    if not 0 < ncomp < subset:
+        raise UserInputError(f"ncomp={ncomp}: expected 1 <= ncomp < subset size ({subset})")
+    if ncomp > local_X.shape[1]:
+        raise UserInputError(f"ncomp={ncomp}: more components than bands ({local_X.shape[1]})")
+    if not 0 < k < n_valid:
+        raise UserInputError(
+            f"k={k}: expected 1 <= k < library size ({n_valid} samples with a measured target)"
+        )
+    if subset > n_valid:
+        raise UserInputError(f"subset={subset}: larger than the library ({n_valid} samples with a measured target)")
+    if local_X.shape[0] < 3:
+        raise UserInputError(f"site: {local_X.shape[0]} labelled local samples; RS-LOCAL needs at least 3")
+    if criterion == "rmse":
+        if local_y is None or not np.all(np.isfinite(local_y)):
+            raise UserInputError("site: criterion 'rmse' needs a measured value for every labelled local sample")
+
+
+def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: int = 100, b: int = 40,
+            retain: float = 0.95, ncomp: int = 10, criterion: str = "rmse", seed: int = 0,
+            preprocess=None, dtype: str = "float32", block_size: int = 1024,
+            map_blocks: Callable | None = None, state: RSLocalState | None = None,
+            on_iteration: Callable[[RSLocalState], None] | None = None) -> RSLocalResult:
+    """Select the ``k`` library samples that best serve a site (RS-LOCAL-v2.0, paper section 2.3.2).
+
+    Parameters
+    ----------
+    library : ndarray (N, p) or handle with ``load_spectra()``
+        Library spectra. For a distributed ``map_blocks`` pass a :class:`~dtl_dist.library.LibraryRef`
+        so workers read the spectra once from Zarr instead of receiving them with every task.
+    library_y : ndarray (N,)
+        Library targets; NaN rows are left out (counted in ``n_skipped``).
+    local_X, local_y : ndarray (n, p), (n,)
+        The site's labelled local samples (``local_y`` may be None for the criteria that need no values).
+    k : number of library samples to select.
+    subset : samples per random subset (m).
+    b : appearances of each sample per iteration.
+    retain : fraction of the pool kept per iteration (1 - r).
+    ncomp : PLS components of the subset models.
+    criterion : one of :data:`CRITERIA`.
+    seed : random seed; the selection depends on it only (not on workers or ``block_size``).
+    preprocess : row-wise transformer (e.g. ``SNV()``) applied to library and local spectra, or None.
+    dtype : "float32" or "float64" for the PLS kernel.
+    block_size : subsets per task.
+    map_blocks : ``map_blocks(fn, blocks) -> list``; default in-process.
+    state : a checkpointed :class:`RSLocalState` to resume from.
+    on_iteration : called with the state after every iteration (checkpointing, progress).
+
+    Returns
+    -------
+    RSLocalResult
+
+    References
+    ----------
+    Shen et al. (2022), section 2.3.2; Lobsey et al. (2017), Eur. J. Soil Sci. 68, 840-852.
+    """
+    library_y = np.asarray(library_y, dtype=np.float64)
+    local_X = np.asarray(local_X, dtype=np.float64)
+    local_y = None if local_y is None else np.asarray(local_y, dtype=np.float64)
+    valid = np.flatnonzero(np.isfinite(library_y))
+    _check(local_X, local_y, k, subset, b, retain, ncomp, criterion, valid.size)
+    if preprocess is not None:
+        local_X = preprocess.fit_transform(local_X)
+    run = map_blocks or (lambda fn, blocks: [fn(block) for block in blocks])
+    state = state or RSLocalState(iteration=0, pool=valid)
+    target = k * (1 + (1 - retain))
+
+    while state.stop_reason is None:
+        pool = state.pool
+        if pool.size <= target:
+            state.stop_reason = "target"
+            break
+        if pool.size < subset:
+            state.stop_reason = "too_few"
+            break
+        positions = draw_subsets(pool.size, subset, b, seed, state.iteration)
+        rows = pool[positions].astype(np.int32)
+        blocks = [
+            SubsetBlock(library, rows[i:i + block_size], library_y[rows[i:i + block_size]], local_X, local_y,
+                        ncomp, criterion, preprocess, dtype)
+            for i in range(0, len(rows), block_size)
+        ]
+        scores = np.concatenate(run(score_subsets, blocks))
+        finite = scores[np.isfinite(scores)]
+        worst = finite.max() if finite.size else 0.0
+        scores = np.where(np.isfinite(scores), scores, worst)
+        weak = weakness(positions, scores, pool.size)
+        threshold = float(np.nanquantile(weak, retain)) if np.any(np.isfinite(weak)) else np.nan
+        drop = weak >= threshold
+        if drop.sum() == np.isfinite(weak).sum():
+            drop[:] = False  # all weaknesses equal: nothing tells the samples apart
+        keep = ~drop
+        row = {"iteration": state.iteration + 1, "pool_size": int(pool.size), "n_subsets": int(len(rows)),
+               "dropped": int((~keep).sum()), "threshold": threshold, "score_min": float(scores.min())}
+        row |= {f"score_q{int(round(q * 100)):02d}": float(v) for q, v in zip(TRACE_QUANTILES,
+                                                                          np.quantile(scores, TRACE_QUANTILES))}
+        row["score_max"] = float(scores.max())
+        new_pool = pool[keep]
+        stall = state.stall + 1 if new_pool.size == pool.size else 0
+        stop = "too_few" if new_pool.size < k else ("stalled" if stall >= STALL_ITERATIONS else None)
+        state = replace(state, iteration=state.iteration + 1, pool=pool if new_pool.size < k else new_pool,
+                        stall=stall, trace=[*state.trace, row], stop_reason=stop)
+        if on_iteration is not None:
+            on_iteration(state)
+    return RSLocalResult(selected=state.pool, trace=state.trace, stop_reason=state.stop_reason,
+                         n_iterations=state.iteration, n_skipped=int(library_y.size - valid.size))

@@ -123,7 +123,8 @@ def synth(
     grid: str = typer.Option("400:2500:10", help="Wavelength grid START:STOP:STEP nm."),
     countries: int = typer.Option(10, help="Number of synthetic countries (each with 1-3 spectrometers)."),
     chunk_rows: int = typer.Option(10_000, help="Rows per Zarr chunk and per task."),
-    workers: int = typer.Option(2, help="Local worker processes (Dask LocalCluster); 1 = in this process."),
+    workers: int = typer.Option(1, help="1 = in this process (fastest on a small machine); N > 1 = a Dask "
+                                "LocalCluster of N worker processes (starting it costs seconds)."),
     scheduler_file: Optional[Path] = typer.Option(None, help="Run on the Dask cluster of this scheduler file "
                                                   "(--out must be on a file system the workers share)."),
     site_n: Optional[int] = typer.Option(None, help="Also write a local site of this many samples."),

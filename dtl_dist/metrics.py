@@ -63,7 +63,10 @@ def lins_ccc(y_true, y_pred) -> float:
 
 
 def r2(y_true, y_pred) -> float:
-    """Coefficient of determination ``1 - SS_res / SS_tot`` (as ``sklearn.metrics.r2_score``); NaN if y_true is constant."""
+    """Coefficient of determination ``1 - SS_res / SS_tot`` (as ``sklearn.metrics.r2_score``).
+
+    NaN when y_true is constant (sklearn returns 0 or 1 there).
+    """
     y_true, y_pred = _pair(y_true, y_pred)
     ss_tot = np.sum((y_true - y_true.mean()) ** 2)
     return float(1 - np.sum((y_true - y_pred) ** 2) / ss_tot) if ss_tot > 0 else float("nan")

@@ -10,7 +10,8 @@ standardises every band, and it starts from the sample farthest from the mean in
 the same (standardised) input, both select the same samples whenever that sample belongs to the farthest pair
 (true for the LimeSoDa sites and the Geeves library; then only the order of the first two differs).
 
-Memory is O(N) per step: the farthest pair is found in blocks of rows and no N x N matrix is ever held.
+Memory: a centred float64 copy of the spectra, O(N) per step, and one fixed 32 MiB block of distances while
+searching the farthest pair row block by row block; no N x N matrix is ever held.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def _points(X, n, metric, n_components) -> np.ndarray:
     bad = ~np.isfinite(X)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise UserInputError(f"Kennard-Stone: spectra row {row}, column {col} is {X[row, col]}: expected a finite value")
+        raise UserInputError(
+            f"Kennard-Stone: spectra row {row}, column {col} is {X[row, col]}: expected a finite value"
+        )
     if not (isinstance(n, (int, np.integer)) and 2 <= n <= len(X)):
         raise UserInputError(f"Kennard-Stone n={n!r}: expected an integer from 2 to the number of samples ({len(X)})")
     if metric not in METRICS:

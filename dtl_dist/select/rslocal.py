@@ -17,6 +17,7 @@ workers or on the block size.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -45,7 +46,7 @@ class SubsetBlock:
     :class:`dtl_dist.library.LibraryRef`) that a worker reads once per process.
     """
 
-    library: object
+    library: object  # prepared (N, p) array, or a handle prepared on the worker
     rows: np.ndarray  # (n_subsets, m) int32 library rows
     subset_y: np.ndarray  # (n_subsets, m) library targets of those rows
     local_X: np.ndarray  # (n, p) preprocessed local spectra
@@ -56,41 +57,83 @@ class SubsetBlock:
     dtype: str
 
 
-def _library_array(library) -> np.ndarray:
-    return library.load_spectra() if hasattr(library, "load_spectra") else library
+CHUNK = 128
+"""Subsets per kernel call. Blocks are cut at multiples of it and every chunk is computed with one torch
+thread, so a subset's score is bitwise the same for any block size, worker count or thread count."""
+
+
+PREPROCESS_ROWS = 65_536
+"""Library rows preprocessed at a time (bounds the temporaries)."""
+
+_prepared: dict = {}
+
+
+def prepare_library(X: np.ndarray, preprocess) -> np.ndarray:
+    """Apply a row-wise ``preprocess`` (e.g. SNV) to library spectra, in row blocks, as float32."""
+    if preprocess is None:
+        return X
+    out = np.empty(X.shape, dtype=np.float32)
+    for i in range(0, len(X), PREPROCESS_ROWS):
+        out[i:i + PREPROCESS_ROWS] = preprocess.fit_transform(X[i:i + PREPROCESS_ROWS])
+    return out
+
+
+def _library_array(library, preprocess) -> np.ndarray:
+    """Spectra of a block's library: an array is used as given (the driver prepared it); a handle is
+    loaded and preprocessed once per process and kept for the following iterations."""
+    if not hasattr(library, "load_spectra"):
+        return library
+    key = (library, repr(preprocess))
+    if key not in _prepared:
+        _prepared.clear()
+        _prepared[key] = prepare_library(library.load_spectra(), preprocess)
+    return _prepared[key]
 
 
 def score_subsets(block: SubsetBlock) -> np.ndarray:
     """Fit PLS1 on each subset of ``block`` and score it on the local samples (lower is better).
 
+    The block is computed in chunks of :data:`CHUNK` subsets, spread over ``torch.get_num_threads()``
+    Python threads that each run torch single-threaded.
+
     Returns
     -------
     ndarray of shape (n_subsets,), float64; a subset whose fit fails (non-finite score) gets +inf.
     """
-    X = _library_array(block.library)
-    n_sub, m = block.rows.shape
-    Xs = np.take(X, block.rows.reshape(-1), axis=0)
-    if block.preprocess is not None:
-        Xs = block.preprocess.fit_transform(Xs)
+    X = _library_array(block.library, block.preprocess)
+    chunks = [slice(i, i + CHUNK) for i in range(0, len(block.rows), CHUNK)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max(1, min(threads, len(chunks)))) as pool:
+            scores = list(pool.map(lambda sl: _score_chunk(X, block, sl), chunks))
+    finally:
+        torch.set_num_threads(threads)
+    return np.concatenate(scores) if scores else np.empty(0)
+
+
+def _score_chunk(X: np.ndarray, block: SubsetBlock, sl: slice) -> np.ndarray:
+    rows = block.rows[sl]
+    n_sub, m = rows.shape
     dtype = getattr(torch, block.dtype)
-    Xs = torch.as_tensor(np.ascontiguousarray(Xs), dtype=dtype).reshape(n_sub, m, -1)
-    fit = pls1_fit(Xs, torch.as_tensor(block.subset_y, dtype=dtype), block.ncomp, dtype=dtype)
+    Xs = torch.as_tensor(np.take(X, rows.reshape(-1), axis=0), dtype=dtype).reshape(n_sub, m, -1)
+    fit = pls1_fit(Xs, torch.as_tensor(block.subset_y[sl], dtype=dtype), block.ncomp, dtype=dtype)
     local = torch.as_tensor(block.local_X, dtype=dtype)
     if block.criterion == "rmse":
         err = pls1_predict(fit, local) - torch.as_tensor(block.local_y, dtype=dtype)
         score = err.square().mean(dim=1).sqrt()
     elif block.criterion == "reconstruction":
         T = pls1_transform(fit, local)
-        residual = (local - fit.x_mean[:, None, :]) - T @ fit.x_loadings.mT
+        residual = (local[None] - fit.x_mean[:, None, :]) - T @ fit.x_loadings.mT
         score = residual.square().mean(dim=(1, 2)).sqrt()
     else:
         T_local = pls1_transform(fit, local).double()
         T_subset = pls1_transform(fit, Xs).double()
         diff = T_local.mean(dim=1) - T_subset.mean(dim=1)
         centred = T_subset - T_subset.mean(dim=1, keepdim=True)
-        cov = centred.transpose(1, 2) @ centred / (m - 1)
+        cov = centred.mT @ centred / (m - 1)
         score = (diff * torch.linalg.solve(cov, diff)).sum(dim=1).clamp_min(0).sqrt()
-    score = score.double().cpu().numpy()
+    score = score.double().numpy()
     return np.where(np.isfinite(score), score, np.inf)
 
 
@@ -207,9 +250,10 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     ncomp : PLS components of the subset models.
     criterion : one of :data:`CRITERIA`.
     seed : random seed; the selection depends on it only (not on workers or ``block_size``).
-    preprocess : row-wise transformer (e.g. ``SNV()``) applied to library and local spectra, or None.
+    preprocess : row-wise transformer (e.g. ``SNV()``) applied to library and local spectra, or None;
+        a handle's spectra are preprocessed once per worker process.
     dtype : "float32" or "float64" for the PLS kernel.
-    block_size : subsets per task.
+    block_size : subsets per task (rounded up to a multiple of :data:`CHUNK`).
     map_blocks : ``map_blocks(fn, blocks) -> list``; default in-process.
     state : a checkpointed :class:`RSLocalState` to resume from.
     on_iteration : called with the state after every iteration (checkpointing, progress).
@@ -229,6 +273,8 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     _check(local_X, local_y, k, subset, b, retain, ncomp, criterion, valid.size)
     if preprocess is not None:
         local_X = preprocess.fit_transform(local_X)
+        if not hasattr(library, "load_spectra"):
+            library = prepare_library(np.asarray(library), preprocess)
     run = map_blocks or (lambda fn, blocks: [fn(block) for block in blocks])
     state = state or RSLocalState(iteration=0, pool=valid)
     target = k * (1 + (1 - retain))
@@ -243,10 +289,11 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
             break
         positions = draw_subsets(pool.size, subset, b, seed, state.iteration)
         rows = pool[positions].astype(np.int32)
+        step = max(1, -(-block_size // CHUNK)) * CHUNK
         blocks = [
-            SubsetBlock(library, rows[i:i + block_size], library_y[rows[i:i + block_size]], local_X, local_y,
-                        ncomp, criterion, preprocess, dtype)
-            for i in range(0, len(rows), block_size)
+            SubsetBlock(library, rows[i:i + step], library_y[rows[i:i + step]], local_X, local_y, ncomp,
+                        criterion, preprocess, dtype)
+            for i in range(0, len(rows), step)
         ]
         scores = np.concatenate(run(score_subsets, blocks))
         finite = scores[np.isfinite(scores)]

@@ -198,7 +198,7 @@ class SavitzkyGolay(OneToOneFeatureMixin, _RowwiseTransformer):
     polyorder : int, default=2
         Order of the fitted polynomial, less than ``window``.
     deriv : int, default=0
-        Order of the derivative (0: smoothing only), at most ``polyorder``.
+        Order of the derivative (0: smoothing only), at most ``polyorder``; per band, not per nm.
     mode : {"interp", "mirror", "nearest", "constant", "wrap"}, default="interp"
         How the ends of a spectrum are treated (see ``scipy.signal.savgol_filter``). "interp" fits a polynomial
         to the last ``window`` bands and needs ``window`` <= number of bands; the others pad the spectrum.
@@ -220,7 +220,9 @@ class SavitzkyGolay(OneToOneFeatureMixin, _RowwiseTransformer):
         self.mode = mode
 
     def _check_params(self, n_features: int) -> None:
-        if not 0 <= self.deriv <= self.polyorder < self.window:
+        params = (self.deriv, self.polyorder, self.window)
+        integers = all(isinstance(v, (int, np.integer)) for v in params)
+        if not (integers and 0 <= self.deriv <= self.polyorder < self.window):
             raise UserInputError(
                 f"SavitzkyGolay window={self.window}, polyorder={self.polyorder}, deriv={self.deriv}: "
                 "expected 0 <= deriv <= polyorder < window"

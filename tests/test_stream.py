@@ -67,10 +67,10 @@ def _ddp_worker(rank, world, init_file, path, queue):
 
 def test_two_data_parallel_ranks_train_like_one_process_with_the_global_batch(library, tmp_path):
     one = fit_library(library, CONFIG, TrainConfig(batch_size=20, max_epochs=2, optimizer="sgd", lr=0.01, seed=5))
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "pg"), str(library.path), queue), nprocs=2,
-                       start_method="fork", join=True)
+                       start_method="spawn", join=True)
     results = sorted(queue.get(timeout=60) for _ in range(2))
     for _, state, _ in results:
         for name, value in one.state_dict.items():

@@ -87,15 +87,16 @@ def _connect(kwargs, timeout, what) -> Client:
     return c
 
 
-def map_blocks(client: Client, *, retries: int = 2):
+def map_blocks(client: Client, *, retries: int = 2, workers=None):
     """A ``map_blocks(fn, blocks) -> list`` running each block as one task on ``client``.
 
     Results are gathered in block order. A task that raises is retried ``retries`` times; a task whose
-    worker dies is rescheduled on another worker by the scheduler.
+    worker dies is rescheduled on another worker by the scheduler. ``workers`` (addresses) restricts the
+    tasks to some of the cluster's workers.
     """
 
     def run(fn, blocks) -> list:
-        futures = client.map(fn, list(blocks), pure=False, retries=retries)
+        futures = client.map(fn, list(blocks), pure=False, retries=retries, workers=workers)
         return client.gather(futures)
 
     return run

@@ -119,7 +119,11 @@ def pls1_fit(X, y, ncomp: int, *, dtype=None, device=None) -> PLS1Fit:
     block_bytes = _CPU_BLOCK_BYTES if X.device.type == "cpu" else _GPU_BLOCK_BYTES
     block = max(1, block_bytes // (X.shape[1] * X.shape[2] * X.element_size()))
     parts = [_fit_block(X[i : i + block], y[i : i + block], ncomp) for i in range(0, X.shape[0], block)]
-    return PLS1Fit(*(torch.cat(field) for field in zip(*parts)))
+    fit = PLS1Fit(*(torch.cat(field) for field in zip(*parts)))
+    # NaN or infinity anywhere in a subset reaches its means: checking them costs no pass over X.
+    _check_finite(fit.x_mean, "X")
+    _check_finite(fit.y_mean, "y")
+    return fit
 
 
 def pls1_predict(fit: PLS1Fit, X_new):
@@ -233,31 +237,30 @@ def _fit_block(X: torch.Tensor, y: torch.Tensor, ncomp: int) -> PLS1Fit:
     Xct = Xc.mT.contiguous()  # row-vector @ matrix products run at cache speed in both directions
     y_mean = y.mean(1)
     u = y - y_mean[:, None]
-    # Noise level of a product with Xc: below it a new weight or score is rounding, not signal.
-    floor = (m * torch.finfo(X.dtype).eps) ** 2 * Xc.square().sum((1, 2))
-    W = X.new_zeros(B, p, ncomp)
-    T = X.new_zeros(B, m, ncomp)
-    q = X.new_zeros(B, ncomp)
-    tt = X.new_ones(B, ncomp)
-    active = torch.ones(B, dtype=torch.bool, device=X.device)
+    tiny = torch.finfo(X.dtype).tiny
+    Tn = X.new_zeros(B, ncomp, m)  # x-scores scaled to unit length, one row per component
+    W, ww, uu, tt, qn = [], [], [], [], []
     for k in range(ncomp):
         w = (u[:, None] @ Xc)[:, 0]  # X_k' y_k = Xc' y_k: y_k is orthogonal to the previous scores
-        ww = w.square().sum(1)
-        active &= ww > floor * u.square().sum(1)
-        w = w * (active / torch.where(active, ww, 1).sqrt())[:, None]
-        t = (w[:, None] @ Xct)[:, 0]
+        ww.append(torch.linalg.vecdot(w, w))
+        uu.append(torch.linalg.vecdot(u, u))
+        W.append(w * ww[-1].clamp_min(tiny).rsqrt()[:, None])
+        t = W[-1][:, None] @ Xct
         if k:  # t_k = X_k w_k = H_k Xc w_k
-            prev = T[:, :, :k]
-            t = t - (prev @ ((t[:, None] @ prev)[:, 0] / tt[:, :k])[:, :, None])[:, :, 0]
-        tk = t.square().sum(1)
-        active &= tk > floor
-        t = t * active[:, None]
-        tt[:, k] = torch.where(active, tk, 1)
-        q[:, k] = (u * t).sum(1) / tt[:, k]
-        W[:, :, k] = w * active[:, None]
-        T[:, :, k] = t
-        u = u - t * q[:, k, None]
-    P = (T.mT @ Xc).mT / tt[:, None]
+            t = t - (t @ Tn[:, :k].mT) @ Tn[:, :k]
+        tt.append(torch.linalg.vecdot(t[:, 0], t[:, 0]))
+        Tn[:, k] = t[:, 0] * tt[-1].clamp_min(tiny).rsqrt()[:, None]
+        qn.append(torch.linalg.vecdot(u, Tn[:, k]))
+        u = u - Tn[:, k] * qn[-1][:, None]
+    ww, uu, tt, qn = (torch.stack(v, 1) for v in (ww, uu, tt, qn))
+    # A weight or score below the rounding level of a product with Xc is not signal: the subset's rank
+    # is exhausted, and that component and all later ones are dropped.
+    floor = ((m * torch.finfo(X.dtype).eps) ** 2 * torch.linalg.vecdot(Xc.flatten(1), Xc.flatten(1)))[:, None]
+    active = ((ww > floor * uu) & (tt > floor)).to(X.dtype).cumprod(1)
+    t_norm = torch.where(active > 0, tt, 1).sqrt()
+    W = torch.stack(W, 2) * active[:, None]
+    P = (Tn @ Xc).mT * (active / t_norm)[:, None]
+    q = qn * active / t_norm
     # scikit-learn's sign convention: the largest-magnitude entry of each weight vector is positive.
     sign = torch.where(W.gather(1, W.abs().argmax(1, keepdim=True)) < 0, -1.0, 1.0).to(X.dtype)
     W, P, q = W * sign, P * sign, q * sign[:, 0]
@@ -289,20 +292,23 @@ def _resolve_dtype(dtype, like) -> torch.dtype:
 
 def _as_tensor(a, name: str, dtype: torch.dtype, device) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
-        t = a.to(device=device if device is not None else a.device, dtype=dtype)
+        return a.to(device=device if device is not None else a.device, dtype=dtype)
     else:
         try:
             arr = np.asarray(a, dtype=np.float64 if dtype == torch.float64 else np.float32)
         except (TypeError, ValueError) as err:
             raise UserInputError(f"{name}: expected a numeric array ({err})") from None
-        t = torch.as_tensor(arr if arr.flags.writeable else arr.copy(), device=device)
+    return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), device=device)
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(t).all()):
         raise UserInputError(f"{name}: contains NaN or infinite values; PLS needs finite spectra and responses")
-    return t
 
 
 def _new_samples(fit: PLS1Fit, X_new) -> torch.Tensor:
     Xn = _as_tensor(X_new, "X_new", fit.coef.dtype, fit.coef.device)
+    _check_finite(Xn, "X_new")
     B, p = fit.coef.shape
     if not (Xn.ndim == 2 and Xn.shape[1] == p or Xn.ndim == 3 and Xn.shape[0] == B and Xn.shape[2] == p):
         raise UserInputError(f"X_new: expected shape (q, {p}) or ({B}, q, {p}), got {tuple(Xn.shape)}")

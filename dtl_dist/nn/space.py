@@ -207,7 +207,9 @@ _PARAM_TYPES = {"int": Int, "float": Float, "categorical": Categorical}
 def param_from_dict(data: dict, name: str = "parameter") -> Param:
     """Read an :class:`Int`, :class:`Float` or :class:`Categorical` from its ``to_dict`` form."""
     if not isinstance(data, dict) or data.get("type") not in _PARAM_TYPES:
-        raise UserInputError(f"search space {name}: expected a mapping with type int, float or categorical, got {data!r:.200}")
+        raise UserInputError(
+            f"search space {name}: expected a mapping with type int, float or categorical, got {data!r:.200}"
+        )
     kwargs = {k: v for k, v in data.items() if k != "type"}
     try:
         return _PARAM_TYPES[data["type"]](**kwargs)
@@ -254,7 +256,8 @@ class SearchSpace:
         missing = [name for name in required if name not in self.params]
         if not missing:
             for count, prefix, keys in (("n_conv_blocks", "conv", CONV_KEYS), ("n_fc_blocks", "fc", FC_KEYS)):
-                missing += [f"{prefix}{i}_{k}" for i in range(self.max_blocks(count)) for k in keys if f"{prefix}{i}_{k}" not in self.params]
+                names = [f"{prefix}{i}_{k}" for i in range(self.max_blocks(count)) for k in keys]
+                missing += [name for name in names if name not in self.params]
         if missing:
             raise UserInputError(f"search space: missing parameter(s) {missing}")
         for name, param in self.params.items():
@@ -436,7 +439,12 @@ class SearchSpace:
         flat["n_fc_blocks"] = len(cnn.fc_blocks)
         for i, b in enumerate(cnn.fc_blocks):
             flat.update(
-                {f"fc{i}_nodes": b.nodes, f"fc{i}_activation": b.activation, f"fc{i}_batch_norm": b.batch_norm, f"fc{i}_dropout": b.dropout > 0}
+                {
+                    f"fc{i}_nodes": b.nodes,
+                    f"fc{i}_activation": b.activation,
+                    f"fc{i}_batch_norm": b.batch_norm,
+                    f"fc{i}_dropout": b.dropout > 0,
+                }
             )
             if b.dropout > 0:
                 flat[f"fc{i}_dropout_rate"] = b.dropout

@@ -2,11 +2,11 @@
 
 A :class:`FoldStack` holds every parameter and buffer of k identical :class:`~dtl_dist.nn.builder.CNN`
 models as one tensor with a leading fold axis, and makes each fold model's parameters views of it. Its
-forward pass runs the folds together: grouped convolutions (``groups=k``), batched matrix products for
-the fully-connected layers, batch norm over ``k * channels`` channels (statistics stay per fold) and
-per-fold dropout masks drawn from each fold model's own generator. Gradients land in the stacked
-tensors; the trainer hands each fold its slice, so a per-fold optimiser steps exactly as it would for a
-fold trained alone.
+forward pass runs the folds together: batched matrix products for the fully-connected layers, batch
+norm over ``k * channels`` channels (statistics stay per fold) and per-fold dropout masks drawn from each
+fold model's own generator; convolutions run one call per fold (on CPU faster than ``groups=k``).
+Gradients land in the stacked tensors; the trainer hands each fold its slice, so a per-fold optimiser
+steps exactly as it would for a fold trained alone.
 """
 
 from __future__ import annotations
@@ -78,11 +78,10 @@ class FoldStack:
         for b, block in enumerate(reference.blocks):
             for i, layer in enumerate(block):
                 name = f"blocks.{b}.{i}"
-                if isinstance(layer, nn.Conv1d):
-                    w = param(name + ".weight")
-                    h = F.conv1d(
-                        h, w.reshape(-1, *w.shape[2:]), param(name + ".bias").reshape(-1), stride=layer.stride, groups=groups
-                    )
+                if isinstance(layer, nn.Conv1d):  # one call per fold: faster on CPU than groups=k
+                    w, bias, c = param(name + ".weight"), param(name + ".bias"), layer.in_channels
+                    parts = [h[:, g * c : (g + 1) * c] for g in range(groups)]
+                    h = torch.cat([F.conv1d(p, w[g], bias[g], stride=layer.stride) for g, p in enumerate(parts)], dim=1)
                 elif isinstance(layer, nn.Linear):
                     h = torch.baddbmm(param(name + ".bias").unsqueeze(1), h, param(name + ".weight").transpose(1, 2))
                 elif isinstance(layer, nn.BatchNorm1d):

@@ -5,9 +5,13 @@ fold model stops early on its validation fold and keeps its best weights, the tr
 of the k fold RMSEs, and the k fold models form an ensemble (:class:`FoldEnsemble`). The same folds
 serve every trial (:func:`~dtl_dist.nn.folds.kfold_assignment`).
 
-Two ways to train the folds give the same models: ``mode="sequential"`` trains fold after fold with
-:func:`fit_model`; ``mode="vectorised"`` (default, faster for the paper's small localised data sets)
-trains all folds in one forward/backward pass per step (:class:`~dtl_dist.nn.stacked.FoldStack`).
+Two ways to train the folds give the same models (to float rounding, see below): ``mode="sequential"``
+trains fold after fold as :func:`fit_model` does; ``mode="vectorised"`` trains all folds in one
+forward/backward pass per step (:class:`~dtl_dist.nn.stacked.FoldStack`), which saves per-step overhead and
+is faster for small models; ``mode="auto"`` (default) picks by model size
+(:data:`AUTO_VECTORISED_MAX_PARAMS`). The two modes sum in different orders, so weights differ by float
+rounding after each step; with batch norm and Adam such differences grow over many epochs (training is
+chaotic), so fold RMSEs agree closely only over the first epochs.
 Every fold has its own seed, derived from ``TrainConfig.seed`` and the fold number, which fixes its
 initial weights and its ``torch.Generator`` for shuffling and dropout masks; nothing reads the global RNG.
 
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.nn.builder import CNN, CNNConfig, build_cnn, check_config, set_generator
+from dtl_dist.nn.builder import CNN, CNNConfig, build_cnn, check_config, parameter_count, set_generator
 from dtl_dist.nn.folds import check_assignment, kfold_assignment
 from dtl_dist.nn.stacked import FoldStack
 
@@ -40,7 +44,11 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SGD_MOMENTUM = 0.9
 """Momentum of the ``"sgd"`` optimiser."""
 
-MODES = ("vectorised", "sequential")
+MODES = ("auto", "vectorised", "sequential")
+AUTO_VECTORISED_MAX_PARAMS = 250_000
+"""``mode="auto"`` trains the folds vectorised up to this many parameters per model, sequentially above:
+on a 2-core CPU (130 x 211, 10 folds) vectorised was 2.1x faster for 7k parameters, 1.2x for 142k,
+0.95x for 537k and 0.6x for 3.5M (benchmarks/README.md, "bench_tune (fold training)")."""
 _EVAL_ROWS = 4096
 
 EpochCallback = Callable[[int, int, float, float], None]
@@ -143,7 +151,9 @@ def _check_xy(X, y, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserInputError(f"{what} targets: {bad.size} missing or non-finite value(s), first at row {bad[0]}")
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad.size:
-        raise UserInputError(f"{what} spectra: {bad.size} row(s) with missing or non-finite values, first at row {bad[0]}")
+        raise UserInputError(
+            f"{what} spectra: {bad.size} row(s) with missing or non-finite values, first at row {bad[0]}"
+        )
     return X, y
 
 
@@ -445,7 +455,7 @@ def cross_validate(
     folds=10,
     *,
     split_seed: int = 0,
-    mode: str = "vectorised",
+    mode: str = "auto",
     init_state: dict | None = None,
     frozen_blocks: int = 0,
     device: str | torch.device = "cpu",
@@ -464,8 +474,9 @@ def cross_validate(
         each sample; pass the same ids to every trial, and to the transfer runs that reuse the folds.
     split_seed : int
         Seed of the split when ``folds`` is an int.
-    mode : {"vectorised", "sequential"}
-        Train the folds together (one batched forward pass) or one after another; same models.
+    mode : {"auto", "vectorised", "sequential"}
+        Train the folds together (one batched forward pass) or one after another (same models); ``"auto"``:
+        vectorised for models of at most :data:`AUTO_VECTORISED_MAX_PARAMS` parameters.
     init_state, frozen_blocks
         Initial weights and number of fixed leading blocks for every fold model (transfer, section 2.3.3).
     device : str or torch.device
@@ -486,6 +497,8 @@ def cross_validate(
     _check_configs(cnn_config, train_config, n_bands)
     if mode not in MODES:
         raise UserInputError(f"mode={mode!r}, expected one of {MODES}")
+    if mode == "auto":
+        mode = "vectorised" if parameter_count(cnn_config, n_bands) <= AUTO_VECTORISED_MAX_PARAMS else "sequential"
     fold_ids = kfold_assignment(n, folds, split_seed) if np.isscalar(folds) else check_assignment(folds, n)
     k = int(fold_ids.max()) + 1
     seeds = [fold_seed(train_config.seed, f) for f in range(k)]
@@ -497,10 +510,12 @@ def cross_validate(
             val = torch.as_tensor(np.flatnonzero(fold_ids == f), device=device)
             model, generator = _new_model(cnn_config, n_bands, seeds[f], init_state, frozen_blocks, device)
             report = None if on_epoch is None else (lambda *args, f=f: on_epoch(f, *args))
-            stoppers.append(_train_one(model, generator, Xt[train], yt[train], (Xt[val], yt[val]), train_config, report))
+            validation = (Xt[val], yt[val])
+            stoppers.append(_train_one(model, generator, Xt[train], yt[train], validation, train_config, report))
     else:
         stoppers = _fit_folds_vectorised(
-            X, y, fold_ids, cnn_config, train_config, seeds, on_epoch, init_state=init_state, frozen_blocks=frozen_blocks, device=device
+            X, y, fold_ids, cnn_config, train_config, seeds, on_epoch,
+            init_state=init_state, frozen_blocks=frozen_blocks, device=device,
         )
     fold_rmse = np.array([math.sqrt(s.best) if math.isfinite(s.best) else math.nan for s in stoppers])
     return CVResult(
@@ -519,7 +534,9 @@ def cross_validate(
     )
 
 
-def _fit_folds_vectorised(X, y, fold_ids, cnn_config, train_config, seeds, on_epoch, *, init_state, frozen_blocks, device):
+def _fit_folds_vectorised(
+    X, y, fold_ids, cnn_config, train_config, seeds, on_epoch, *, init_state, frozen_blocks, device
+):
     """Train the k fold models together (see :mod:`dtl_dist.nn.stacked`); one stopper per fold."""
     k, n_bands = len(seeds), X.shape[1]
     models, generators = zip(*(_new_model(cnn_config, n_bands, s, init_state, frozen_blocks, device) for s in seeds))

@@ -203,9 +203,14 @@ class RSLocalResult:
     n_skipped: int
 
 
-def _check(local_X, local_y, k, subset, b, retain, ncomp, criterion, n_valid):
+def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_valid, dtype="float32") -> None:
+    """Raise :class:`UserInputError` for parameters RS-LOCAL cannot run with (``n_valid``: library samples
+    with a measured target)."""
+    local_X = np.asarray(local_X)
     if criterion not in CRITERIA:
         raise UserInputError(f"criterion {criterion!r}: expected one of {', '.join(CRITERIA)}")
+    if dtype not in ("float32", "float64"):
+        raise UserInputError(f"dtype={dtype!r}: expected float32 or float64")
     if not 0 < retain < 1:
         raise UserInputError(f"retain={retain}: expected a fraction strictly between 0 and 1")
     if b < 1:
@@ -270,7 +275,8 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     local_X = np.asarray(local_X, dtype=np.float64)
     local_y = None if local_y is None else np.asarray(local_y, dtype=np.float64)
     valid = np.flatnonzero(np.isfinite(library_y))
-    _check(local_X, local_y, k, subset, b, retain, ncomp, criterion, valid.size)
+    check_inputs(local_X, local_y, k=k, subset=subset, b=b, retain=retain, ncomp=ncomp, criterion=criterion,
+                 n_valid=valid.size, dtype=dtype)
     if preprocess is not None:
         local_X = preprocess.fit_transform(local_X)
         if not hasattr(library, "load_spectra"):

@@ -1,0 +1,101 @@
+"""RS-LOCAL-v2.0 end to end (issue 3, paper section 2.3.2): synthetic library -> k = 100 with the defaults
+(m = 100, b = 40, retain = 0.95, 10 components), time against library size with the fitted growth exponent,
+Dask LocalCluster(2 workers) against in-process, and the real-data check (library = Geeves NSW + the other
+LimeSoDa vis-NIR sites, site = CV.98 with n = 30 by Kennard-Stone): RS-LOCAL-PLS beside local PLS.
+
+Usage: python benchmarks/bench_rslocal.py [--sizes 10000 50000 200000] [--dask-size 50000] [--no-real]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+from dtl_dist.library.ingest import REAL_DATA_GRID, ingest, limesoda_source  # noqa: E402
+from dtl_dist.library.real_data import build_real_library  # noqa: E402
+from dtl_dist.library.synthetic import write_library, write_site  # noqa: E402
+from dtl_dist.study.rslocal_stage import RSLocalConfig, run_rslocal  # noqa: E402
+from dtl_dist.study.select_local import select_local  # noqa: E402
+
+
+def machine() -> str:
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    return f"{model}, {os.cpu_count()} cores, {platform.python_version()}"
+
+
+def timed_stage(config: RSLocalConfig) -> tuple[float, dict]:
+    start = time.perf_counter()
+    summary = run_rslocal(config, echo=lambda line: None, progress=False)
+    return time.perf_counter() - start, summary
+
+
+def synthetic(tmp: Path, sizes, dask_size) -> None:
+    site = tmp / "site.zarr"
+    write_site(site, 80, seed=11)
+    select_local(site, 30)
+    print(f"{'library N':>10} {'engine':>22} {'wall s':>8} {'iterations':>10} {'k':>4} {'stop':>8} "
+          f"{'RS-LOCAL-PLS RMSE':>17} {'local PLS RMSE':>14}")
+    times = {}
+    for n in sorted(set(sizes) | {dask_size}):
+        lib = tmp / f"lib_{n}.zarr"
+        write_library(lib, n, seed=10)
+        engines = [("in-process", 0)] + ([("LocalCluster(2 workers)", 2)] if n == dask_size else [])
+        for name, workers in engines:
+            config = RSLocalConfig(library=str(lib), site=str(site), out=str(tmp / f"out_{n}_{workers}"),
+                                   workers=workers)
+            wall, s = timed_stage(config)
+            if workers == 0:
+                times[n] = wall
+            else:
+                times["dask"] = wall
+            print(f"{n:>10} {name:>22} {wall:>8.1f} {s['iterations']:>10} {s['k']:>4} {s['stop_reason']:>8} "
+                  f"{s['rslocal_pls']['test']['rmse']:>17.3f} {s['local_pls']['test']['rmse']:>14.3f}", flush=True)
+    sizes_run = sorted(k for k in times if k != "dask")
+    if len(sizes_run) >= 2:
+        slope = np.polyfit(np.log(sizes_run), np.log([times[n] for n in sizes_run]), 1)[0]
+        print(f"growth exponent (log wall ~ e log N over {sizes_run}): e = {slope:.2f}")
+    if "dask" in times:
+        print(f"LocalCluster(2 workers) efficiency vs in-process at N = {dask_size}: "
+              f"{times[dask_size] / times['dask']:.2f}")
+
+
+def real(tmp: Path) -> None:
+    lib = build_real_library(tmp / "real", sites=("SC.93", "SL.125", "UL.120"), progress=False).library
+    site = ingest([limesoda_source("CV.98")], tmp / "real" / "CV.98.zarr", grid=REAL_DATA_GRID)
+    select_local(site.path, 30)
+    config = RSLocalConfig(library=str(lib.path), site=str(site.path), out=str(tmp / "out_real"))
+    wall, s = timed_stage(config)
+    print(f"real data: library {lib.n_samples} (Geeves NSW + SC.93, SL.125, UL.120) on {REAL_DATA_GRID} nm, "
+          f"site CV.98 n = {s['n']}, local_test {s['rslocal_pls']['test']['n']}; {wall:.1f} s, "
+          f"{s['iterations']} iterations, k = {s['k']} ({s['stop_reason']})")
+    for name in ("rslocal_pls", "local_pls"):
+        m = s[name]
+        print(f"  {name:<12} n_train {m['n_train']:>4}  ncomp {m['ncomp']:>2}  test RMSE {m['test']['rmse']:.3f}  "
+              f"R2 {m['test']['r2']:.2f}  bias {m['test']['mean_error']:+.3f}  RPIQ {m['test']['rpiq']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    parser.add_argument("--dask-size", type=int, default=50_000)
+    parser.add_argument("--no-real", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_real:
+            real(Path(tmp))
+        synthetic(Path(tmp), args.sizes, args.dask_size)
+
+
+if __name__ == "__main__":
+    main()

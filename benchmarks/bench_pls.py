@@ -8,8 +8,8 @@ RS-LOCAL-v2.0 (Shen et al. 2022, section 2.3.2) fits a PLSR with 10 components o
 - an ikpls loop: ``ikpls.numpy.PLS(algorithm=1, scale_X=False, scale_Y=False)``,
 - ``dtl_dist.linear.pls1_fit_predict`` in float64 and float32 with several batch sizes,
 
-each on the same subsets and threads (``torch.set_num_threads(2)``; numpy's BLAS as configured by the
-environment), keeping the best of ``--repeat`` runs, and prints fits/s, the speed-ups and the largest
+each on the same subsets (ours with ``torch.set_num_threads(2)`` and ``(1)``; numpy's BLAS as the environment
+configures it, OPENBLAS_* untouched), keeping the best of ``--repeat`` runs, and prints fits/s, the speed-ups and the largest
 difference from scikit-learn's predictions (relative to their largest magnitude).
 
 Run: ``.venv/bin/python benchmarks/bench_pls.py``
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--local", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch.set_num_threads values")
     args = parser.parse_args()
-    torch.set_num_threads(2)
     X, y, local = geeves_subsets(args.subsets, args.samples, args.local)
     B, A = args.subsets, args.ncomp
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -81,14 +81,17 @@ def main() -> None:
     t_sk, ref = best_time(sklearn_loop, args.repeat)
     rows.append(("scikit-learn loop", "-", t_sk, ref))
     rows.append(("ikpls loop (numpy, alg. 1)", "-", *best_time(ikpls_loop, args.repeat)))
-    for dtype in ("float64", "float32"):
-        Xt, yt, lt = (torch.as_tensor(a, dtype=getattr(torch, dtype)) for a in (X, y, local))
-        for batch in args.batches:
-            def ours(batch=batch):
-                return torch.cat([pls1_fit_predict(Xt[i : i + batch], yt[i : i + batch], lt, A) for i in range(0, B, batch)])
-            ours()  # warm-up
-            elapsed, pred = best_time(ours, args.repeat)
-            rows.append((f"dtl_dist pls1 {dtype}", str(batch), elapsed, pred.double().numpy()))
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for dtype in ("float64", "float32"):
+            Xt, yt, lt = (torch.as_tensor(a, dtype=getattr(torch, dtype)) for a in (X, y, local))
+            for batch in args.batches:
+                def ours(batch=batch):
+                    parts = [pls1_fit_predict(Xt[i : i + batch], yt[i : i + batch], lt, A) for i in range(0, B, batch)]
+                    return torch.cat(parts)
+                ours()  # warm-up
+                elapsed, pred = best_time(ours, args.repeat)
+                rows.append((f"dtl_dist {dtype}, {threads} thr.", str(batch), elapsed, pred.double().numpy()))
     t_ik = rows[1][2]
     scale = np.abs(ref).max()
     print(f"{'method':28s} {'batch':>6s} {'fits/s':>9s} {'x sklearn':>10s} {'x ikpls':>8s} {'max rel diff':>13s}")

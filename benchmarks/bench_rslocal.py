@@ -65,8 +65,10 @@ def synthetic(tmp: Path, sizes, dask_size) -> None:
         slope = np.polyfit(np.log(sizes_run), np.log([times[n] for n in sizes_run]), 1)[0]
         print(f"growth exponent (log wall ~ e log N over {sizes_run}): e = {slope:.2f}")
     if "dask" in times:
+        same = ((tmp / f"out_{dask_size}_0" / "selected.csv").read_text()
+                == (tmp / f"out_{dask_size}_2" / "selected.csv").read_text())
         print(f"LocalCluster(2 workers) efficiency vs in-process at N = {dask_size}: "
-              f"{times[dask_size] / times['dask']:.2f}")
+              f"{times[dask_size] / times['dask']:.2f}; same selection: {same}")
 
 
 def real(tmp: Path) -> None:

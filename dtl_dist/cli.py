@@ -202,7 +202,7 @@ def rslocal(
     address: Optional[str] = typer.Option(None, help="Join the Dask scheduler at this address."),
     mpi: bool = typer.Option(False, help="Start Dask with dask-mpi (automatic under mpiexec)."),
     connect_timeout: str = typer.Option("10s", help="How long to try to reach an existing scheduler."),
-    block_size: int = typer.Option(1024, help="Subsets per task."),
+    block_size: int = typer.Option(256, help="Subsets per task."),
     dtype: str = typer.Option("float32", help="PLS precision: float32 or float64."),
 ) -> None:
     """RS-LOCAL-v2.0 (paper 2.3.2): select k library samples for a site; write the k + n localised store."""
@@ -219,6 +219,22 @@ def rslocal(
         if name in summary:
             line += f"; {name} test RMSE {summary[name]['test']['rmse']:.4g} (ncomp {summary[name]['ncomp']})"
     typer.echo(f"{line}; outputs in {out}")
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (a rerun skips finished stages)."),
+    site: str = typer.Option("CV.98", help="LimeSoDa vis-NIR site used as the local site."),
+    n: int = typer.Option(30, "--n", help="Local samples to label, chosen by Kennard-Stone (the paper's n = 30)."),
+    k: int = typer.Option(100, "--k", help="Library samples RS-LOCAL transfers (the paper's k = 100)."),
+    trials: int = typer.Option(8, help="1D-CNN search trials per model (the paper: hundreds)."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """The main job on embedded defaults: real spectra -> stores -> Kennard-Stone -> RS-LOCAL -> PLS and CNN."""
+    from dtl_dist.study.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=str(out), site=site, n=n, k=k, trials=trials, seed=seed), echo=typer.echo)
 
 
 def main() -> None:  # pragma: no cover - entry point

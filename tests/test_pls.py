@@ -90,6 +90,13 @@ def test_ncomp_beyond_rank_stops_adding_components(geeves):
     np.testing.assert_allclose(pls1_predict(flat, spectra[20:30]), 2.5)
 
 
+def test_a_subset_fit_does_not_depend_on_its_batch(geeves):
+    X, y, X_new = subsets(*geeves, 9, 50, 211, seed=5)
+    batched = pls1_fit_predict(X, y, X_new[0], 8)
+    alone = np.concatenate([pls1_fit_predict(X[b : b + 1], y[b : b + 1], X_new[0], 8) for b in range(9)])
+    np.testing.assert_allclose(batched, alone, rtol=1e-12)
+
+
 def test_types_and_devices_follow_the_input(geeves):
     X, y, X_new = subsets(*geeves, 2, 40, 43, seed=1)
     out = pls1_fit_predict(X, y, X_new[0], 4)
@@ -106,6 +113,7 @@ def test_types_and_devices_follow_the_input(geeves):
     ("args", "match"),
     [
         ((np.zeros((2, 5, 3)), np.zeros((2, 4)), 2), "expected X of shape"),
+        ((np.zeros((0, 5, 3)), np.zeros((0, 5)), 2), "expected X of shape"),
         ((np.zeros((2, 1, 3)), np.zeros((2, 1)), 2), "at least 2 samples"),
         ((np.zeros((2, 5, 3)), np.zeros((2, 5)), 0), "ncomp=0"),
         ((np.full((2, 5, 3), np.nan), np.zeros((2, 5)), 2), "NaN"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dask
 from distributed import Client, WorkerPlugin
 
 from dtl_dist.errors import UserInputError
@@ -96,7 +97,9 @@ def map_blocks(client: Client, *, retries: int = 2, workers=None):
     """
 
     def run(fn, blocks) -> list:
-        futures = client.map(fn, list(blocks), pure=False, retries=retries, workers=workers)
+        # an iteration's subset rows are expected traffic (tens of MB for a large library): no warning
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
+            futures = client.map(fn, list(blocks), pure=False, retries=retries, workers=workers)
         return client.gather(futures)
 
     return run

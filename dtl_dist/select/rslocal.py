@@ -5,9 +5,9 @@ The active pool K starts as the whole library (samples with a measured target). 
 each (the batched kernel of :mod:`dtl_dist.linear.pls_kernel`) and scores the subset on the site's labelled
 local samples. A sample's *weakness* is the mean score of the subsets that contained it in this
 iteration; samples whose weakness is at or above the ``retain`` quantile are dropped (none when that
-would be every sample, i.e. all weaknesses are equal). The search stops
-when ``|K| <= k (1 + r)`` (``r = 1 - retain``), after 5 iterations without change, or when too few
-samples remain, and returns the last pool with at least ``k`` samples.
+would be every sample, i.e. all weaknesses are equal); a subset whose fit fails scores as the worst one.
+The search stops when ``|K| <= k (1 + r)`` (``r = 1 - retain``), after 5 iterations without change, or
+when too few samples remain, and returns the last pool with at least ``k`` samples.
 
 Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks) -> list`` function (default:
 in-process); :mod:`dtl_dist.engines` supplies distributed ones. Random streams are keyed by
@@ -59,7 +59,8 @@ class SubsetBlock:
 
 CHUNK = 128
 """Subsets per kernel call. Blocks are cut at multiples of it and every chunk is computed with one torch
-thread, so a subset's score is bitwise the same for any block size, worker count or thread count."""
+thread, so a subset's score is bitwise the same for any block size, worker count or thread count (on one
+kind of CPU; workers on different instruction sets may round differently)."""
 
 
 PREPROCESS_ROWS = 65_536
@@ -113,6 +114,7 @@ def score_subsets(block: SubsetBlock) -> np.ndarray:
 
 
 def _score_chunk(X: np.ndarray, block: SubsetBlock, sl: slice) -> np.ndarray:
+    torch.set_num_threads(1)  # OpenMP thread counts are per calling thread
     rows = block.rows[sl]
     n_sub, m = rows.shape
     dtype = getattr(torch, block.dtype)
@@ -234,7 +236,7 @@ def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_
 
 def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: int = 100, b: int = 40,
             retain: float = 0.95, ncomp: int = 10, criterion: str = "rmse", seed: int = 0,
-            preprocess=None, dtype: str = "float32", block_size: int = 1024,
+            preprocess=None, dtype: str = "float32", block_size: int = 256,
             map_blocks: Callable | None = None, state: RSLocalState | None = None,
             on_iteration: Callable[[RSLocalState], None] | None = None) -> RSLocalResult:
     """Select the ``k`` library samples that best serve a site (RS-LOCAL-v2.0, paper section 2.3.2).
@@ -287,18 +289,15 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
 
     while state.stop_reason is None:
         pool = state.pool
-        if pool.size <= target:
-            state.stop_reason = "target"
-            break
-        if pool.size < subset:
-            state.stop_reason = "too_few"
+        if pool.size <= target or pool.size < subset:
+            state = replace(state, stop_reason="target" if pool.size <= target else "too_few")
             break
         positions = draw_subsets(pool.size, subset, b, seed, state.iteration)
         rows = pool[positions].astype(np.int32)
         step = max(1, -(-block_size // CHUNK)) * CHUNK
         blocks = [
-            SubsetBlock(library, rows[i:i + step], library_y[rows[i:i + step]], local_X, local_y, ncomp,
-                        criterion, preprocess, dtype)
+            SubsetBlock(library, rows[i:i + step], library_y[rows[i:i + step]].astype(dtype), local_X, local_y,
+                        ncomp, criterion, preprocess, dtype)
             for i in range(0, len(rows), step)
         ]
         scores = np.concatenate(run(score_subsets, blocks))

@@ -54,7 +54,7 @@ class RSLocalConfig:
     seed: int = 0
     target: str = "soc"
     dtype: str = "float32"
-    block_size: int = 1024
+    block_size: int = 256
     strict: bool = False
     resume: bool = False
     baseline_max_ncomp: int = 20

@@ -77,10 +77,17 @@ def main() -> None:
         model = IKPLS(algorithm=1, scale_X=False, scale_Y=False)
         return np.stack([model.fit(X[b], y[b], A).predict(local, A)[:, 0] for b in range(B)])
 
-    rows = []
+    print(f"{'method':28s} {'batch':>6s} {'fits/s':>9s} {'x sklearn':>10s} {'x ikpls':>8s} {'max rel diff':>13s}")
     t_sk, ref = best_time(sklearn_loop, args.repeat)
-    rows.append(("scikit-learn loop", "-", t_sk, ref))
-    rows.append(("ikpls loop (numpy, alg. 1)", "-", *best_time(ikpls_loop, args.repeat)))
+    t_ik, pred_ik = best_time(ikpls_loop, args.repeat)
+    scale = np.abs(ref).max()
+
+    def row(name, batch, elapsed, pred):
+        diff = np.abs(pred - ref).max() / scale
+        print(f"{name:28s} {batch:>6s} {B / elapsed:9.0f} {t_sk / elapsed:10.1f} {t_ik / elapsed:8.1f} {diff:13.1e}")
+
+    row("scikit-learn loop", "-", t_sk, ref)
+    row("ikpls loop (numpy, alg. 1)", "-", t_ik, pred_ik)
     for threads in args.threads:
         torch.set_num_threads(threads)
         for dtype in ("float64", "float32"):
@@ -91,13 +98,7 @@ def main() -> None:
                     return torch.cat(parts)
                 ours()  # warm-up
                 elapsed, pred = best_time(ours, args.repeat)
-                rows.append((f"dtl_dist {dtype}, {threads} thr.", str(batch), elapsed, pred.double().numpy()))
-    t_ik = rows[1][2]
-    scale = np.abs(ref).max()
-    print(f"{'method':28s} {'batch':>6s} {'fits/s':>9s} {'x sklearn':>10s} {'x ikpls':>8s} {'max rel diff':>13s}")
-    for name, batch, elapsed, pred in rows:
-        diff = np.abs(pred - ref).max() / scale
-        print(f"{name:28s} {batch:>6s} {B / elapsed:9.0f} {t_sk / elapsed:10.1f} {t_ik / elapsed:8.1f} {diff:13.1e}")
+                row(f"dtl_dist {dtype}, {threads} thr.", str(batch), elapsed, pred.double().numpy())
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -2,9 +2,10 @@
 ``map_blocks`` that scatters an algorithm's blocks over it (paper section 2.3.2 ran RS-LOCAL-v2.0 on
 50 cores; this is how we spread it over nodes).
 
-Blocks travel as small tasks (library rows, scores); large arrays are read by the workers themselves
-(e.g. :class:`dtl_dist.library.LibraryRef`). Results come back in block order, so a distributed run
-gives the same answer as the in-process one. A task on a worker that dies is re-run on another.
+Blocks travel as small tasks; what every block needs (``shared``) is broadcast to the workers once per
+object, not with every task, and large arrays are read by the workers themselves (e.g.
+:class:`dtl_dist.library.LibraryRef`). Results come back in block order, so a distributed run gives the
+same answer as the in-process one. A task on a worker that dies is re-run on another.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dask
-from distributed import Client, WorkerPlugin
+from distributed import Client, get_worker
 
 from dtl_dist.errors import UserInputError
 
@@ -29,13 +29,23 @@ def under_mpiexec() -> bool:
     return False
 
 
-class TorchThreads(WorkerPlugin):
-    """Limit torch to the worker's own threads, so workers sharing a node do not oversubscribe it."""
+class InWorker:
+    """``fn`` run as a task: on its first call in a worker process, torch is limited to the worker's own
+    threads (if the task uses torch), so workers sharing a node do not oversubscribe it."""
 
-    def setup(self, worker):
-        import torch
+    configured = False
 
-        torch.set_num_threads(max(1, int(worker.state.nthreads)))
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        if not InWorker.configured:
+            InWorker.configured = True
+            import sys
+
+            if "torch" in sys.modules:
+                sys.modules["torch"].set_num_threads(max(1, int(get_worker().state.nthreads)))
+        return self.fn(*args)
 
 
 def client(scheduler_file=None, address=None, mpi: bool = False, n_workers: int | None = None, *,
@@ -73,33 +83,41 @@ def client(scheduler_file=None, address=None, mpi: bool = False, n_workers: int 
         return _connect({"scheduler_file": str(scheduler_file)}, timeout, f"the scheduler in {scheduler_file}")
     if address:
         return _connect({"address": address}, timeout, f"the scheduler at {address}")
-    c = Client(n_workers=n_workers or 2, threads_per_worker=1, processes=True, dashboard_address=None,
-               host="127.0.0.1", memory_limit=memory_limit, set_as_default=False)
-    c.register_plugin(TorchThreads(), name="dtl-torch-threads")
-    return c
+    return Client(n_workers=n_workers or 2, threads_per_worker=1, processes=True, dashboard_address=None,
+                  worker_dashboard_address=None, host="127.0.0.1", memory_limit=memory_limit,
+                  set_as_default=False)
 
 
 def _connect(kwargs, timeout, what) -> Client:
     try:
-        c = Client(**(kwargs or {}), timeout=timeout, set_as_default=False)
+        return Client(**(kwargs or {}), timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise UserInputError(f"cannot reach {what} within {timeout}: {exc}") from None
-    c.register_plugin(TorchThreads(), name="dtl-torch-threads")
-    return c
 
 
 def map_blocks(client: Client, *, retries: int = 2, workers=None):
-    """A ``map_blocks(fn, blocks) -> list`` running each block as one task on ``client``.
+    """A ``map_blocks(fn, blocks, shared=()) -> list`` running ``fn(block, *shared)`` as one task per block
+    on ``client``.
 
-    Results are gathered in block order. A task that raises is retried ``retries`` times; a task whose
-    worker dies is rescheduled on another worker by the scheduler. ``workers`` (addresses) restricts the
-    tasks to some of the cluster's workers.
+    Each ``shared`` object is broadcast to the workers once and reused while later calls pass the same
+    object (e.g. a search's constant context), so it never travels with every task. Results are gathered
+    in block order. A task that raises is retried ``retries`` times; a task whose worker dies is
+    rescheduled on another worker by the scheduler, which copies the shared objects from a surviving
+    replica. ``workers`` (addresses) restricts the tasks to some of the cluster's workers.
     """
+    sent: dict = {}  # id(obj) -> (obj, future): holding obj keeps its id from being reused
 
-    def run(fn, blocks) -> list:
-        # an iteration's subset rows are expected traffic (tens of MB for a large library): no warning
-        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
-            futures = client.map(fn, list(blocks), pure=False, retries=retries, workers=workers)
-        return client.gather(futures)
+    def run(fn, blocks, shared=()) -> list:
+        blocks = list(blocks)
+        futures = []
+        for obj in shared:
+            if id(obj) not in sent:
+                sent[id(obj)] = (obj, client.scatter([obj], broadcast=True, workers=workers, hash=False)[0])
+            futures.append(sent[id(obj)][1])
+        for key in set(sent) - {id(obj) for obj in shared}:
+            sent.pop(key)[1].release()
+        tasks = client.map(InWorker(fn), blocks, *([f] * len(blocks) for f in futures), pure=False,
+                           retries=retries, workers=workers)
+        return client.gather(tasks)
 
     return run

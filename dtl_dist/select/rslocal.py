@@ -9,14 +9,17 @@ would be every sample, i.e. all weaknesses are equal); a subset whose fit fails 
 The search stops when ``|K| <= k (1 + r)`` (``r = 1 - retain``), after 5 iterations without change, or
 when too few samples remain, and returns the last pool with at least ``k`` samples.
 
-Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks) -> list`` function (default:
-in-process); :mod:`dtl_dist.engines` supplies distributed ones. Random streams are keyed by
-``(seed, iteration)`` and drawn in the driver, so the selection does not depend on the number of
-workers or on the block size.
+Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks, shared=()) -> list`` function
+(default: in-process) that calls ``fn(block, *shared)``; :mod:`dtl_dist.engines` supplies distributed ones,
+which send each ``shared`` object to a worker once. A block is only a range of subset numbers: the task
+re-draws the iteration's subsets from the random stream keyed by ``(seed, iteration)`` (the driver draws the
+same), so per-iteration traffic is the pool (|K| int32) and the subset scores, and the selection does not
+depend on the number of workers or on the block size.
 """
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -39,22 +42,42 @@ TRACE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 @dataclass(frozen=True)
-class SubsetBlock:
-    """One task: a block of subsets to fit and score. Small to ship: library rows and targets only.
+class SearchContext:
+    """What every task of a search needs; the same object for the whole search, so an engine sends it to
+    each worker once.
 
     ``library`` is the (N, p) library spectra or a handle with ``load_spectra()`` (e.g.
     :class:`dtl_dist.library.LibraryRef`) that a worker reads once per process.
     """
 
     library: object  # prepared (N, p) array, or a handle prepared on the worker
-    rows: np.ndarray  # (n_subsets, m) int32 library rows
-    subset_y: np.ndarray  # (n_subsets, m) library targets of those rows
+    library_y: np.ndarray  # (N,) library targets, in the kernel's dtype
     local_X: np.ndarray  # (n, p) preprocessed local spectra
     local_y: np.ndarray | None  # (n,) local values (criterion "rmse")
     ncomp: int
     criterion: str
     preprocess: object | None  # row-wise transformer applied to library spectra (e.g. SNV)
     dtype: str
+    subset: int
+    b: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class IterationPool:
+    """What changes per iteration: its number (keys the random stream) and the active pool (library rows)."""
+
+    iteration: int
+    pool: np.ndarray  # (|K|,) int32
+
+
+@dataclass(frozen=True)
+class SubsetBlock:
+    """One task: subsets ``start:stop`` of the iteration's draw (:func:`iteration_subsets`), which the task
+    re-draws from the keyed stream itself, so only the pool and the scores travel."""
+
+    start: int
+    stop: int
 
 
 CHUNK = 128
@@ -67,6 +90,8 @@ PREPROCESS_ROWS = 65_536
 """Library rows preprocessed at a time (bounds the temporaries)."""
 
 _prepared: dict = {}
+_draws: dict = {}
+_draws_lock = threading.Lock()
 
 
 def prepare_library(X: np.ndarray, preprocess) -> np.ndarray:
@@ -91,40 +116,47 @@ def _library_array(library, preprocess) -> np.ndarray:
     return _prepared[key]
 
 
-def score_subsets(block: SubsetBlock) -> np.ndarray:
-    """Fit PLS1 on each subset of ``block`` and score it on the local samples (lower is better).
+def score_block(block: SubsetBlock, context: SearchContext, draw: IterationPool) -> np.ndarray:
+    """The task of one block: re-draw the iteration's subsets, take the block's slice and score it."""
+    X = _library_array(context.library, context.preprocess)
+    positions = iteration_subsets(draw.pool.size, context.subset, context.b, context.seed, draw.iteration)
+    rows = draw.pool[positions[block.start:block.stop]]
+    return score_subsets(X, rows, context.library_y[rows], context)
 
-    The block is computed in chunks of :data:`CHUNK` subsets, spread over ``torch.get_num_threads()``
-    Python threads that each run torch single-threaded.
+
+def score_subsets(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context: SearchContext) -> np.ndarray:
+    """Fit PLS1 on each subset (``rows`` of ``X``, targets ``subset_y``, both (n_subsets, m)) and score it on
+    the local samples of ``context`` (lower is better).
+
+    The subsets are computed in chunks of :data:`CHUNK`, spread over ``torch.get_num_threads()`` Python
+    threads that each run torch single-threaded.
 
     Returns
     -------
     ndarray of shape (n_subsets,), float64; a subset whose fit fails (non-finite score) gets +inf.
     """
-    X = _library_array(block.library, block.preprocess)
-    chunks = [slice(i, i + CHUNK) for i in range(0, len(block.rows), CHUNK)]
+    chunks = [slice(i, i + CHUNK) for i in range(0, len(rows), CHUNK)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max(1, min(threads, len(chunks)))) as pool:
-            scores = list(pool.map(lambda sl: _score_chunk(X, block, sl), chunks))
+            scores = list(pool.map(lambda sl: _score_chunk(X, rows[sl], subset_y[sl], context), chunks))
     finally:
         torch.set_num_threads(threads)
     return np.concatenate(scores) if scores else np.empty(0)
 
 
-def _score_chunk(X: np.ndarray, block: SubsetBlock, sl: slice) -> np.ndarray:
+def _score_chunk(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context: SearchContext) -> np.ndarray:
     torch.set_num_threads(1)  # OpenMP thread counts are per calling thread
-    rows = block.rows[sl]
     n_sub, m = rows.shape
-    dtype = getattr(torch, block.dtype)
+    dtype = getattr(torch, context.dtype)
     Xs = torch.as_tensor(np.take(X, rows.reshape(-1), axis=0), dtype=dtype).reshape(n_sub, m, -1)
-    fit = pls1_fit(Xs, torch.as_tensor(block.subset_y[sl], dtype=dtype), block.ncomp, dtype=dtype)
-    local = torch.as_tensor(block.local_X, dtype=dtype)
-    if block.criterion == "rmse":
-        err = pls1_predict(fit, local) - torch.as_tensor(block.local_y, dtype=dtype)
+    fit = pls1_fit(Xs, torch.as_tensor(subset_y, dtype=dtype), context.ncomp, dtype=dtype)
+    local = torch.as_tensor(context.local_X, dtype=dtype)
+    if context.criterion == "rmse":
+        err = pls1_predict(fit, local) - torch.as_tensor(context.local_y, dtype=dtype)
         score = err.square().mean(dim=1).sqrt()
-    elif block.criterion == "reconstruction":
+    elif context.criterion == "reconstruction":
         T = pls1_transform(fit, local)
         residual = (local[None] - fit.x_mean[:, None, :]) - T @ fit.x_loadings.mT
         score = residual.square().mean(dim=(1, 2)).sqrt()
@@ -137,6 +169,17 @@ def _score_chunk(X: np.ndarray, block: SubsetBlock, sl: slice) -> np.ndarray:
         score = (diff * torch.linalg.solve(cov, diff)).sum(dim=1).clamp_min(0).sqrt()
     score = score.double().numpy()
     return np.where(np.isfinite(score), score, np.inf)
+
+
+def iteration_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> np.ndarray:
+    """:func:`draw_subsets` as int32, kept for the iteration's other blocks in this process (the driver and
+    every worker draw it once per iteration; about 40 permutations of the pool)."""
+    key = (pool_size, m, b, seed, iteration)
+    with _draws_lock:
+        if key not in _draws:
+            _draws.clear()
+            _draws[key] = draw_subsets(pool_size, m, b, seed, iteration).astype(np.int32)
+        return _draws[key]
 
 
 def draw_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> np.ndarray:
@@ -261,7 +304,8 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
         a handle's spectra are preprocessed once per worker process.
     dtype : "float32" or "float64" for the PLS kernel.
     block_size : subsets per task (rounded up to a multiple of :data:`CHUNK`).
-    map_blocks : ``map_blocks(fn, blocks) -> list``; default in-process.
+    map_blocks : ``map_blocks(fn, blocks, shared=()) -> list`` calling ``fn(block, *shared)``; default
+        in-process.
     state : a checkpointed :class:`RSLocalState` to resume from.
     on_iteration : called with the state after every iteration (checkpointing, progress).
 
@@ -283,7 +327,9 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
         local_X = preprocess.fit_transform(local_X)
         if not hasattr(library, "load_spectra"):
             library = prepare_library(np.asarray(library), preprocess)
-    run = map_blocks or (lambda fn, blocks: [fn(block) for block in blocks])
+    run = map_blocks or (lambda fn, blocks, shared=(): [fn(block, *shared) for block in blocks])
+    context = SearchContext(library, library_y.astype(dtype), local_X, local_y, ncomp, criterion, preprocess, dtype,
+                            subset, b, seed)
     state = state or RSLocalState(iteration=0, pool=valid)
     target = k * (1 + (1 - retain))
 
@@ -292,15 +338,11 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
         if pool.size <= target or pool.size < subset:
             state = replace(state, stop_reason="target" if pool.size <= target else "too_few")
             break
-        positions = draw_subsets(pool.size, subset, b, seed, state.iteration)
-        rows = pool[positions].astype(np.int32)
+        positions = iteration_subsets(pool.size, subset, b, seed, state.iteration)
         step = max(1, -(-block_size // CHUNK)) * CHUNK
-        blocks = [
-            SubsetBlock(library, rows[i:i + step], library_y[rows[i:i + step]].astype(dtype), local_X, local_y,
-                        ncomp, criterion, preprocess, dtype)
-            for i in range(0, len(rows), step)
-        ]
-        scores = np.concatenate(run(score_subsets, blocks))
+        blocks = [SubsetBlock(i, min(i + step, len(positions))) for i in range(0, len(positions), step)]
+        draw = IterationPool(state.iteration, pool.astype(np.int32))
+        scores = np.concatenate(run(score_block, blocks, shared=(context, draw)))
         finite = scores[np.isfinite(scores)]
         worst = finite.max() if finite.size else 0.0
         scores = np.where(np.isfinite(scores), scores, worst)
@@ -310,7 +352,7 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
         if drop.sum() == np.isfinite(weak).sum():
             drop[:] = False  # all weaknesses equal: nothing tells the samples apart
         keep = ~drop
-        row = {"iteration": state.iteration + 1, "pool_size": int(pool.size), "n_subsets": int(len(rows)),
+        row = {"iteration": state.iteration + 1, "pool_size": int(pool.size), "n_subsets": int(len(positions)),
                "dropped": int((~keep).sum()), "threshold": threshold, "score_min": float(scores.min())}
         row |= {f"score_q{int(round(q * 100)):02d}": float(v) for q, v in zip(TRACE_QUANTILES,
                                                                           np.quantile(scores, TRACE_QUANTILES))}
@@ -322,5 +364,7 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
                         stall=stall, trace=[*state.trace, row], stop_reason=stop)
         if on_iteration is not None:
             on_iteration(state)
+    with _draws_lock:
+        _draws.clear()
     return RSLocalResult(selected=state.pool, trace=state.trace, stop_reason=state.stop_reason,
                          n_iterations=state.iteration, n_skipped=int(library_y.size - valid.size))

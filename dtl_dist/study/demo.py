@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from dtl_dist.library.atomic import atomic_path, write_json
 from dtl_dist.library.ingest import REAL_DATA_GRID, VISNIR_SITES, ingest, limesoda_source
@@ -109,12 +110,10 @@ def run_demo(config: DemoConfig, *, echo: Callable[[str], None] = print) -> dict
     local_store = out / "data" / "local_labelled.zarr"
     if not local_store.exists():
         labelled.save(local_store)
-    observed = test.target("soc")
-    test_X = test.spectra()
-
-    from dtl_dist.study.rslocal_stage import pls_predictions
-
-    predictions = pls_predictions(library_path, site_path, rs_out, seed=config.seed)
+    table = pd.read_csv(rs_out / "predictions.csv", dtype={"sample_id": str}).set_index("sample_id")
+    test = test.subset(ids=table.index)
+    observed, test_X = table["observed"].to_numpy(), test.spectra()
+    predictions = {"Local PLS": table["local_pls"].to_numpy(), "RS-LOCAL-PLS": table["rslocal_pls"].to_numpy()}
     predictions["Local 1D-CNN"] = _cnn(local_store, out / "cnn_local", test_X, config)
     predictions["DTL-I 1D-CNN"] = _cnn(rs_out / "localised.zarr", out / "cnn_dtl_i", test_X, config)
 

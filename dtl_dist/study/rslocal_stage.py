@@ -9,6 +9,7 @@ into the output directory:
 ``localised.zarr``    the k + n localised store (selected library samples + the n local_labelled)
 ``baseline.json``     RS-LOCAL-PLS (PLSR on k + n, components by 10-fold CV) and local PLS (on the n)
                       evaluated on the site's local_test
+``predictions.csv``   their estimates for each local_test sample beside the observed value
 ``config.json``       the configuration that made them
 ``checkpoint.npz``    the search state after the last iteration (``--resume`` continues from it)
 
@@ -141,14 +142,14 @@ def _engine(config: RSLocalConfig):
     return dask_engine.map_blocks(client), client
 
 
-def _pls_baseline(X, y, X_test, y_test, *, max_ncomp: int, folds: int, seed: int) -> dict:
-    """PLSR with the number of components chosen by ``folds``-fold CV, evaluated on the local_test."""
+def _pls_baseline(X, y, X_test, y_test, *, max_ncomp: int, folds: int, seed: int) -> tuple[dict, np.ndarray]:
+    """PLSR with the number of components chosen by ``folds``-fold CV; its local_test metrics and estimates."""
     folds = min(folds, len(y))
     max_ncomp = max(1, min(max_ncomp, len(y) - -(-len(y) // folds) - 1, X.shape[1]))
     best, cv_rmse = pls1_cv_ncomp(X, y, max_ncomp, folds=folds, seed=seed, dtype="float64")
     pred = pls1_fit_predict(X[None], y[None], X_test, best, dtype="float64")[0]
     return {"n_train": int(len(y)), "ncomp": best, "cv_rmse": float(cv_rmse[best - 1]),
-            "test": evaluate(y_test, pred)}
+            "test": evaluate(y_test, pred)}, pred
 
 
 def write_trace_png(path: Path, trace: list, criterion: str) -> None:
@@ -201,9 +202,13 @@ def _write_outputs(out: Path, config: RSLocalConfig, inputs: Inputs, result, pre
         X_local = preprocess.fit_transform(inputs.local_X)
         X_k = preprocess.fit_transform(lib.spectra(selected))
         kw = {"max_ncomp": config.baseline_max_ncomp, "folds": config.folds, "seed": config.seed}
-        baseline["rslocal_pls"] = _pls_baseline(np.vstack([X_k, X_local]), np.concatenate([y_sel, inputs.local_y]),
-                                                X_test, test_y[measured], **kw)
-        baseline["local_pls"] = _pls_baseline(X_local, inputs.local_y, X_test, test_y[measured], **kw)
+        baseline["rslocal_pls"], rslocal_pred = _pls_baseline(
+            np.vstack([X_k, X_local]), np.concatenate([y_sel, inputs.local_y]), X_test, test_y[measured], **kw)
+        baseline["local_pls"], local_pred = _pls_baseline(X_local, inputs.local_y, X_test, test_y[measured], **kw)
+        table = ["sample_id,observed,local_pls,rslocal_pls"] + [
+            f"{i},{o!r},{a!r},{b!r}" for i, o, a, b in zip(inputs.test.sample_id[measured], test_y[measured].tolist(),
+                                                         local_pred.tolist(), rslocal_pred.tolist())]
+        write_text(out / "predictions.csv", "\n".join(table) + "\n")
     write_json(out / "baseline.json", baseline)
     return baseline
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import subprocess
 import tempfile
 import time
@@ -20,6 +21,7 @@ import numpy as np
 
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
+from dtl_dist.engines import dask as dask_engine  # noqa: E402
 from dtl_dist.library.ingest import REAL_DATA_GRID, ingest, limesoda_source  # noqa: E402
 from dtl_dist.library.real_data import build_real_library  # noqa: E402
 from dtl_dist.library.synthetic import write_library, write_site  # noqa: E402
@@ -30,7 +32,11 @@ from dtl_dist.study.select_local import select_local  # noqa: E402
 def machine() -> str:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
-    return f"{model}, {os.cpu_count()} cores, {platform.python_version()}"
+    return f"{model}, {os.cpu_count()} cores, {platform.python_version()}; load average {load()}"
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def timed_stage(config: RSLocalConfig) -> tuple[float, dict]:
@@ -43,32 +49,39 @@ def synthetic(tmp: Path, sizes, dask_size) -> None:
     site = tmp / "site.zarr"
     write_site(site, 80, seed=11)
     select_local(site, 30)
-    print(f"{'library N':>10} {'engine':>22} {'wall s':>8} {'iterations':>10} {'k':>4} {'stop':>8} "
-          f"{'RS-LOCAL-PLS RMSE':>17} {'local PLS RMSE':>14}")
-    times = {}
-    for n in sorted(set(sizes) | {dask_size}):
+    print(f"{'library N':>10} {'engine':>23} {'wall s':>8} {'load before':>16} {'iterations':>10} {'k':>4} "
+          f"{'stop':>8} {'RS-LOCAL-PLS RMSE':>17} {'local PLS RMSE':>14} {'driver max GB':>13}")
+    times, outs = {}, {}
+    for n in sorted(set(sizes) | ({dask_size} if dask_size else set())):
         lib = tmp / f"lib_{n}.zarr"
         write_library(lib, n, seed=10)
-        engines = [("in-process", 0)] + ([("LocalCluster(2 workers)", 2)] if n == dask_size else [])
-        for name, workers in engines:
-            config = RSLocalConfig(library=str(lib), site=str(site), out=str(tmp / f"out_{n}_{workers}"),
-                                   workers=workers)
+        engines = [("in-process", {})]
+        if n == dask_size:
+            engines += [("LocalCluster(2 workers)", {"workers": 2}), ("running LocalCluster(2)", "running")]
+        for name, engine in engines:
+            if engine == "running":  # started before the clock: what a long-lived cluster costs per search
+                cluster = dask_engine.client(n_workers=2)
+                engine = {"address": cluster.scheduler.address}
+            config = RSLocalConfig(library=str(lib), site=str(site), out=str(tmp / f"out_{n}_{len(times)}"),
+                                   **engine)
+            before = load()
             wall, s = timed_stage(config)
-            if workers == 0:
-                times[n] = wall
-            else:
-                times["dask"] = wall
-            print(f"{n:>10} {name:>22} {wall:>8.1f} {s['iterations']:>10} {s['k']:>4} {s['stop_reason']:>8} "
-                  f"{s['rslocal_pls']['test']['rmse']:>17.3f} {s['local_pls']['test']['rmse']:>14.3f}", flush=True)
-    sizes_run = sorted(k for k in times if k != "dask")
+            if "address" in engine:
+                cluster.close()
+            times[n if name == "in-process" else name] = wall
+            outs[n, name] = (Path(config.out) / "selected.csv").read_text()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            print(f"{n:>10} {name:>23} {wall:>8.1f} {before:>16} {s['iterations']:>10} {s['k']:>4} "
+                  f"{s['stop_reason']:>8} {s['rslocal_pls']['test']['rmse']:>17.3f} "
+                  f"{s['local_pls']['test']['rmse']:>14.3f} {rss:>13.2f}", flush=True)
+    sizes_run = sorted(k for k in times if isinstance(k, int))
     if len(sizes_run) >= 2:
         slope = np.polyfit(np.log(sizes_run), np.log([times[n] for n in sizes_run]), 1)[0]
         print(f"growth exponent (log wall ~ e log N over {sizes_run}): e = {slope:.2f}")
-    if "dask" in times:
-        same = ((tmp / f"out_{dask_size}_0" / "selected.csv").read_text()
-                == (tmp / f"out_{dask_size}_2" / "selected.csv").read_text())
-        print(f"LocalCluster(2 workers) efficiency vs in-process at N = {dask_size}: "
-              f"{times[dask_size] / times['dask']:.2f}; same selection: {same}")
+    for name in ("LocalCluster(2 workers)", "running LocalCluster(2)"):
+        if name in times:
+            print(f"{name} efficiency vs in-process at N = {dask_size}: {times[dask_size] / times[name]:.2f}; "
+                  f"same selection: {outs[dask_size, name] == outs[dask_size, 'in-process']}")
 
 
 def real(tmp: Path) -> None:
@@ -89,7 +102,7 @@ def real(tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
-    parser.add_argument("--dask-size", type=int, default=50_000)
+    parser.add_argument("--dask-size", type=int, default=50_000, help="0: no Dask runs")
     parser.add_argument("--no-real", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")

@@ -42,9 +42,10 @@ def dask_client():
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A real local Ray runtime (2 CPUs), shared by the session."""
+    """A real local Ray runtime (2 CPUs), shared by the session (joined if a stage already started it)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20,
+             ignore_reinit_error=True)
     yield ray
     ray.shutdown()

@@ -1,6 +1,7 @@
 """Kennard-Stone (paper section 2.1) against the kennard-stone PyPI package, brute force and a 30k x 50 run."""
 
 import tracemalloc
+from pathlib import Path
 
 import kennard_stone as ks_package
 import numpy as np
@@ -14,7 +15,7 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.select import kennard_stone, split_local
 from dtl_dist.spectra import paper_preprocessing
 
-DATA = "/work/shared/data"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SITES = [
     ("limesoda/UL_120.npz", "reflectance_percent"),
     ("limesoda/CV_98.npz", "reflectance_percent"),

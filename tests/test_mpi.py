@@ -33,7 +33,7 @@ def test_mpiexec_four_ranks_selects_as_in_process(tmp_path):
     proc = subprocess.run(
         [str(mpiexec), "-n", "4", sys.executable, "-m", "dtl_dist.cli", "rslocal", *stores,
          "--out", str(tmp_path / "mpi"), *OPTIONS],  # no --mpi: detected from the launcher
-        capture_output=True, text=True, timeout=240, env=env,
+        capture_output=True, text=True, timeout=120, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("selected ") == 1  # only the client rank reports

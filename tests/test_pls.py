@@ -1,5 +1,7 @@
 """Batched PLS1 kernel and PLSRegressor against scikit-learn's PLSRegression(scale=False) on real spectra."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from dtl_dist.linear import (
 )
 from dtl_dist.spectra.grid import make_grid, resample
 
-GEEVES = "/work/shared/data/geeves_nsw/datsoilspc.npz"
+GEEVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "geeves_nsw" / "datsoilspc.npz"
 TOL = {"float64": 1e-8, "float32": 1e-4}
 """Largest difference from scikit-learn (float64), relative to the largest reference value."""
 

@@ -1,6 +1,7 @@
 """Preprocessing transformers (paper section 2.2): scikit-learn checks, hand-computed values, dask == numpy."""
 
 import pickle
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -14,7 +15,7 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.spectra import SNV, Absorbance, Resample, SavitzkyGolay, TrimBands, paper_preprocessing
 from dtl_dist.spectra.grid import make_grid, resample
 
-LIMESODA = "/work/shared/data/limesoda/UL_120.npz"
+LIMESODA = Path(__file__).resolve().parents[2] / "shared" / "data" / "limesoda" / "UL_120.npz"
 
 GRID_10 = np.arange(10.0)
 # Checks that feed spectra with some other number of bands than the transformer's wavelength grid.

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from dtl_dist.cli import app
 from dtl_dist.library import SpectralLibrary
 from dtl_dist.library.synthetic import write_library, write_site
-from dtl_dist.select.rslocal import SubsetBlock, draw_subsets, rslocal, score_subsets, weakness
+from dtl_dist.select.rslocal import SearchContext, draw_subsets, rslocal, score_subsets, weakness
 from dtl_dist.spectra.grid import make_grid
 from dtl_dist.study.rslocal_stage import RSLocalConfig, _save_checkpoint, run_rslocal
 from dtl_dist.study.select_local import select_local
@@ -63,7 +63,8 @@ def test_subset_scores_match_scikit_learn_pls():
     X, y, _, local_X, local_y = _two_domain_library(n=300)
     rows = draw_subsets(300, 40, 1, seed=0, iteration=0)[:5].astype(np.int32)
     for criterion in ("rmse", "reconstruction", "mahalanobis"):
-        got = score_subsets(SubsetBlock(X, rows, y[rows], local_X, local_y, 4, criterion, None, "float64"))
+        context = SearchContext(X, y, local_X, local_y, 4, criterion, None, "float64", subset=40, b=1, seed=0)
+        got = score_subsets(X, rows, y[rows], context)
         want = []
         for r in rows:
             pls = PLSRegression(n_components=4, scale=False).fit(X[r], y[r])
@@ -97,7 +98,8 @@ def test_first_iteration_drops_exactly_the_weak_samples():
     rslocal(X, y, local_X, local_y, seed=5, on_iteration=states.append, **SMALL)
     pos = draw_subsets(400, 40, 8, seed=5, iteration=0)
     rows = pos.astype(np.int32)
-    scores = score_subsets(SubsetBlock(X, rows, y[rows], local_X, local_y, 4, "rmse", None, "float32"))
+    context = SearchContext(X, y, local_X, local_y, 4, "rmse", None, "float32", subset=40, b=8, seed=5)
+    scores = score_subsets(X, rows, y[rows].astype(np.float32), context)
     w = weakness(pos, scores, 400)
     kept = np.flatnonzero(w < np.quantile(w, 0.95))
     assert np.array_equal(states[0].pool, kept)

@@ -1,5 +1,3 @@
-"""Engines: the only place that knows about clusters. Each supplies a ``map_blocks(fn, blocks) -> list``."""
-
-from dtl_dist.engines import serial
-
-__all__ = ["serial"]
+"""Engines: the only place that knows about clusters. Each supplies a ``map_blocks(fn, blocks, shared=())``
+(see :mod:`dtl_dist.mapping`): :mod:`dtl_dist.engines.dask` (LocalCluster, scheduler file, address, dask-mpi) and
+:mod:`dtl_dist.engines.ray` (local runtime or address). Imported lazily: each pulls in its cluster library."""

@@ -10,9 +10,12 @@ same answer as the in-process one. A task on a worker that dies is re-run on ano
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from pathlib import Path
 
+import dask
 from distributed import Client, get_worker
 
 from dtl_dist.errors import UserInputError
@@ -39,12 +42,10 @@ class InWorker:
         self.fn = fn
 
     def __call__(self, *args):
-        if not InWorker.configured:
+        torch = sys.modules.get("torch")  # imported with fn's module, if fn uses it
+        if torch is not None and not InWorker.configured:
             InWorker.configured = True
-            import sys
-
-            if "torch" in sys.modules:
-                sys.modules["torch"].set_num_threads(max(1, int(get_worker().state.nthreads)))
+            torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
         return self.fn(*args)
 
 
@@ -74,7 +75,11 @@ def client(scheduler_file=None, address=None, mpi: bool = False, n_workers: int 
     if mpi or (not scheduler_file and not address and under_mpiexec()):
         from dask_mpi import initialize
 
-        initialize(nthreads=1, memory_limit=memory_limit, dashboard=False, interface=interface)
+        # the scheduler's HTTP server (health, metrics) runs even without a dashboard: a free port, not 8787
+        if not initialize(nthreads=1, memory_limit=memory_limit, dashboard=False, dashboard_address=":0",
+                          interface=interface, exit=False):
+            sys.exit(0)  # scheduler or worker rank: the cluster was shut down
+        atexit.register(_end_mpi_cluster, timeout)
         return _connect(None, timeout, "the dask-mpi scheduler (rank 0)")
     if scheduler_file:
         if not Path(scheduler_file).is_file():
@@ -83,9 +88,26 @@ def client(scheduler_file=None, address=None, mpi: bool = False, n_workers: int 
         return _connect({"scheduler_file": str(scheduler_file)}, timeout, f"the scheduler in {scheduler_file}")
     if address:
         return _connect({"address": address}, timeout, f"the scheduler at {address}")
-    return Client(n_workers=n_workers or 2, threads_per_worker=1, processes=True, dashboard_address=None,
-                  worker_dashboard_address=None, host="127.0.0.1", memory_limit=memory_limit,
-                  set_as_default=False)
+    # dask's MALLOC_TRIM_THRESHOLD_ for worker processes also turns off glibc's dynamic mmap threshold: every
+    # freed PLS chunk (about 10 MB) goes back to the OS and is page-faulted in again: scoring at half speed
+    environ = {key: value for key, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()
+               if key != "MALLOC_TRIM_THRESHOLD_"}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        return Client(n_workers=n_workers or 2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, worker_dashboard_address=None,
+                      host="127.0.0.1", memory_limit=memory_limit, set_as_default=False)
+
+
+def _end_mpi_cluster(timeout: str) -> None:
+    """At the client rank's exit, however it exits: shut the scheduler and workers down, or abort the MPI job
+    when the scheduler cannot be reached, so that no rank is left waiting and ``mpiexec`` returns."""
+    try:
+        with Client(timeout=timeout, set_as_default=False) as c:
+            c.shutdown()
+    except Exception:  # noqa: BLE001 - any failure here would leave the other ranks running forever
+        from mpi4py import MPI
+
+        MPI.COMM_WORLD.Abort(1)
 
 
 def _connect(kwargs, timeout, what) -> Client:
@@ -95,15 +117,20 @@ def _connect(kwargs, timeout, what) -> Client:
         raise UserInputError(f"cannot reach {what} within {timeout}: {exc}") from None
 
 
+def _identity(obj):
+    return obj
+
+
 def map_blocks(client: Client, *, retries: int = 2, workers=None):
     """A ``map_blocks(fn, blocks, shared=()) -> list`` running ``fn(block, *shared)`` as one task per block
     on ``client``.
 
-    Each ``shared`` object is broadcast to the workers once and reused while later calls pass the same
-    object (e.g. a search's constant context), so it never travels with every task. Results are gathered
-    in block order. A task that raises is retried ``retries`` times; a task whose worker dies is
-    rescheduled on another worker by the scheduler, which copies the shared objects from a surviving
-    replica. ``workers`` (addresses) restricts the tasks to some of the cluster's workers.
+    Each ``shared`` object becomes one task holding it, sent once and reused while later calls pass the
+    same object (e.g. a search's constant context; it must not be modified in between): a worker fetches
+    it once from a peer instead of receiving it with every block. Results are gathered in block order. A
+    task that raises is retried ``retries`` times; a task whose worker dies is rescheduled on another
+    worker by the scheduler, which also recomputes a shared object lost with it (unlike scattered data).
+    ``workers`` (addresses) restricts the tasks to some of the cluster's workers.
     """
     sent: dict = {}  # id(obj) -> (obj, future): holding obj keeps its id from being reused
 
@@ -112,7 +139,7 @@ def map_blocks(client: Client, *, retries: int = 2, workers=None):
         futures = []
         for obj in shared:
             if id(obj) not in sent:
-                sent[id(obj)] = (obj, client.scatter([obj], broadcast=True, workers=workers, hash=False)[0])
+                sent[id(obj)] = (obj, client.submit(_identity, obj, pure=False, workers=workers))
             futures.append(sent[id(obj)][1])
         for key in set(sent) - {id(obj) for obj in shared}:
             sent.pop(key)[1].release()

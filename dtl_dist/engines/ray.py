@@ -9,6 +9,7 @@ Defaults follow ENVIRONMENT.md: loopback only, no dashboard, no usage stats, no 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -30,6 +31,8 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 def _quiet_env() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    # Tune's TensorBoard logger warns on every rejected or diverged trial, whose RMSE is reported as inf.
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -143,7 +146,7 @@ def gpus_per_trial(requested: float, *, allow_cpu_fallback: bool = False) -> flo
 
 
 def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0):
-    """A ``map_blocks(fn, blocks) -> list`` that runs each block as a Ray task (results in block order).
+    """A ``map_blocks(fn, blocks, shared=()) -> list`` that runs each block as a Ray task (results in block order).
 
     Parameters
     ----------
@@ -151,9 +154,10 @@ def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0):
     """
     import ray
 
-    def ray_map(fn, blocks):
+    def ray_map(fn, blocks, shared=()):
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(fn)
-        return ray.get([remote.remote(block) for block in blocks])
+        shared_refs = [ray.put(obj) for obj in shared]  # once into the object store, not once per block
+        return ray.get([remote.remote(block, *shared_refs) for block in blocks])
 
     return ray_map
 

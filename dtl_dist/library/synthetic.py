@@ -39,6 +39,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.mapping import serial_map
 from dtl_dist.library.store import DEFAULT_CHUNK_ROWS, LibraryWriter, SpectralLibrary, now_iso, write_region
 from dtl_dist.spectra.grid import make_grid, parse_grid, validate_grid
 
@@ -379,11 +380,6 @@ def _write_chunk(gen: _Generator, path: str, rows: tuple[int, int]) -> int:
     data = gen.rows(*rows)
     write_region(path, rows[0], data.spectra, data.sample_id, data.columns())
     return len(data)
-
-
-def serial_map(fn: Callable, blocks) -> list:
-    """The in-process ``map_blocks``."""
-    return [fn(block) for block in blocks]
 
 
 def write_library(path, n: int, *, seed: int = 0, wavelengths=None, n_countries: int = 10,

@@ -36,7 +36,7 @@ import torch
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.folds import kfold_assignment
 from dtl_dist.nn.model_dir import save_model
-from dtl_dist.nn.trainer import cross_validate
+from dtl_dist.nn.trainer import check_xy, cross_validate
 
 METRIC = "rmse"
 """The metric every trial reports and the search minimises: mean validation RMSE over the folds."""
@@ -88,21 +88,7 @@ class TuneData:
         UserInputError
             On NaN/inf targets or spectra, shape mismatches, or fewer samples than folds.
         """
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y, dtype=np.float32)
-        if X.ndim != 2 or X.shape[0] == 0:
-            raise UserInputError(f"spectra: expected a 2-D array (samples x bands), got shape {X.shape}")
-        if y.shape != (X.shape[0],):
-            raise UserInputError(f"targets: expected {X.shape[0]} values (one per spectrum), got shape {y.shape}")
-        bad = np.flatnonzero(~np.isfinite(y))
-        if bad.size:
-            raise UserInputError(
-                f"targets{' of ' + source if source else ''}: {bad.size} missing (NaN) or non-finite value(s), "
-                f"first at row {bad[0]}; drop or fill them before tuning"
-            )
-        bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if bad.size:
-            raise UserInputError(f"spectra: {bad.size} row(s) with non-finite values, first at row {bad[0]}")
+        X, y = check_xy(X, y, f"tuning data{' of ' + source if source else ''}")
         wavelengths = np.arange(X.shape[1], dtype=np.float64) if wavelengths is None else np.asarray(wavelengths)
         if wavelengths.shape != (X.shape[1],):
             raise UserInputError(f"wavelengths: expected {X.shape[1]} values, got {wavelengths.shape}")

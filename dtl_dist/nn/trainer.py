@@ -139,7 +139,8 @@ def fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence([seed, fold]).generate_state(1)[0])
 
 
-def _check_xy(X, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+def check_xy(X, y, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra and targets as float32 after checking shapes and that every value is finite."""
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y, dtype=np.float32)
     if X.ndim != 2 or X.shape[0] == 0:
@@ -148,7 +149,7 @@ def _check_xy(X, y, what: str) -> tuple[np.ndarray, np.ndarray]:
         raise UserInputError(f"{what} targets: expected {X.shape[0]} values (one per spectrum), got shape {y.shape}")
     bad = np.flatnonzero(~np.isfinite(y))
     if bad.size:
-        raise UserInputError(f"{what} targets: {bad.size} missing or non-finite value(s), first at row {bad[0]}")
+        raise UserInputError(f"{what} targets: {bad.size} missing (NaN) or non-finite value(s), first at row {bad[0]}")
     bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad.size:
         raise UserInputError(
@@ -308,11 +309,11 @@ def fit_model(
     ----------
     Shen et al. (2022), sections 2.3.1 (early stopping) and 2.3.3 (fixing front layers).
     """
-    X_train, y_train = _check_xy(X_train, y_train, "training")
+    X_train, y_train = check_xy(X_train, y_train, "training")
     n_bands = X_train.shape[1]
     _check_configs(cnn_config, train_config, n_bands)
     if validation is not None:
-        X_val, y_val = _check_xy(*validation, "validation")
+        X_val, y_val = check_xy(*validation, "validation")
         if X_val.shape[1] != n_bands:
             raise UserInputError(f"validation spectra have {X_val.shape[1]} bands, training spectra {n_bands}")
         validation = (_as_tensor(X_val, device), torch.as_tensor(y_val, device=device))
@@ -492,7 +493,7 @@ def cross_validate(
     Shen et al. (2022), section 2.3.1: "We used 10-fold cross-validation to develop the 1D-CNNs and root
     mean squared error (RMSE) to guide model selection."
     """
-    X, y = _check_xy(X, y, "training")
+    X, y = check_xy(X, y, "training")
     n, n_bands = X.shape
     _check_configs(cnn_config, train_config, n_bands)
     if mode not in MODES:

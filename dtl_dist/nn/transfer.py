@@ -25,14 +25,10 @@ from typing import Callable
 import numpy as np
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.mapping import serial_map
 from dtl_dist.nn.builder import CNNConfig
 from dtl_dist.nn.folds import check_assignment, kfold_assignment
 from dtl_dist.nn.trainer import CVResult, FoldEnsemble, TrainConfig, cross_validate
-
-
-def serial_map(fn: Callable, blocks) -> list:
-    """The in-process ``map_blocks``: ``[fn(b) for b in blocks]``."""
-    return [fn(block) for block in blocks]
 
 
 def select_base_model(ensemble: FoldEnsemble, X_local, y_local) -> tuple[int, np.ndarray]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.mapping import serial_map
 from dtl_dist.linear.pls_kernel import pls1_fit, pls1_predict, pls1_transform
 
 CRITERIA = ("rmse", "reconstruction", "mahalanobis")
@@ -327,7 +328,7 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
         local_X = preprocess.fit_transform(local_X)
         if not hasattr(library, "load_spectra"):
             library = prepare_library(np.asarray(library), preprocess)
-    run = map_blocks or (lambda fn, blocks, shared=(): [fn(block, *shared) for block in blocks])
+    run = map_blocks or serial_map
     context = SearchContext(library, library_y.astype(dtype), local_X, local_y, ncomp, criterion, preprocess, dtype,
                             subset, b, seed)
     state = state or RSLocalState(iteration=0, pool=valid)

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from dtl_dist.library.atomic import atomic_path, write_json
+from dtl_dist.library.atomic import atomic_path, remove_path, write_json
 from dtl_dist.library.ingest import REAL_DATA_GRID, VISNIR_SITES, ingest, limesoda_source
 from dtl_dist.library.real_data import GEEVES, default_data_dir, geeves_source
 from dtl_dist.library.store import SpectralLibrary
@@ -66,6 +66,7 @@ def _cnn(store: Path, out: Path, test_X: np.ndarray, config: DemoConfig) -> np.n
     from dtl_dist.study.tune_stage import run_tune
 
     if not (out / "model").is_dir():
+        remove_path(out)  # an interrupted search is simply redone: it is small
         run_tune(store, out, trials=config.trials, folds=config.folds, seed=config.seed, progress=True)
     return load_model(out / "model").predict(test_X)
 
@@ -103,8 +104,11 @@ def run_demo(config: DemoConfig, *, echo: Callable[[str], None] = print) -> dict
 
     rs_out = out / "rslocal"
     if not (rs_out / "baseline.json").is_file():
+        resume = (rs_out / "checkpoint.npz").is_file()
+        if not resume:
+            remove_path(rs_out)  # an interrupted start without a checkpoint: nothing worth keeping
         run_rslocal(RSLocalConfig(library=str(library_path), site=str(site_path), out=str(rs_out), k=config.k,
-                                  seed=config.seed, resume=rs_out.is_dir()), echo=echo)
+                                  seed=config.seed, resume=resume), echo=echo)
     site = SpectralLibrary.open(site_path)
     labelled, test = site.split()
     local_store = out / "data" / "local_labelled.zarr"

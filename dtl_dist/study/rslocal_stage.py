@@ -125,16 +125,15 @@ def _save_checkpoint(out: Path, config: RSLocalConfig, state: RSLocalState) -> N
 
 
 def _engine(config: RSLocalConfig):
-    """(map_blocks, client or None): in-process unless a Dask deployment is asked for (or mpiexec started us)."""
-    from dtl_dist.engines import serial
-
+    """(map_blocks, client): (None, None) for rslocal's in-process default unless a Dask deployment is asked
+    for (or mpiexec started us)."""
     wants_dask = config.workers > 0 or config.scheduler_file or config.address or config.mpi
     if not wants_dask:
         from dtl_dist.engines.dask import under_mpiexec
 
         wants_dask = under_mpiexec()
     if not wants_dask:
-        return serial.map_blocks, None
+        return None, None
     from dtl_dist.engines import dask as dask_engine
 
     client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address, mpi=config.mpi,

@@ -118,7 +118,9 @@ def run_demo(config: DemoConfig, *, echo: Callable[[str], None] = print) -> dict
     test = test.subset(ids=table.index)
     observed, test_X = table["observed"].to_numpy(), test.spectra()
     predictions = {"Local PLS": table["local_pls"].to_numpy(), "RS-LOCAL-PLS": table["rslocal_pls"].to_numpy()}
+    echo(f"1D-CNN search on the n = {labelled.n_samples} local samples (local 1D-CNN, paper 2.3.1):")
     predictions["Local 1D-CNN"] = _cnn(local_store, out / "cnn_local", test_X, config)
+    echo("1D-CNN search on the k + n localised samples (DTL-I, paper 2.3.4):")
     predictions["DTL-I 1D-CNN"] = _cnn(rs_out / "localised.zarr", out / "cnn_dtl_i", test_X, config)
 
     rows = {name: evaluate(observed, pred) for name, pred in predictions.items()}

@@ -2,8 +2,8 @@
 streamed library training.
 
 Trials: a k + n = 130 sample, 211-band localised-like set from real data (100 geeves_nsw samples + 30 CV.98
-samples, absorbance log10(1/R) on 400-2500 nm every 10 nm, SNV), the paper's Table 4 DTL-I architectures
-the paper's Table 4 DTL-I_g China architecture with TrainConfig defaults (Adam, lr 1e-3, batch 32, up to 200
+samples, absorbance log10(1/R) on 400-2500 nm every 10 nm, SNV): the paper's Table 4 DTL-I_g China architecture
+with TrainConfig defaults (Adam, lr 1e-3, batch 32, up to 200
 epochs, patience 20) and configs drawn from the default search space with their sampled training settings; one
 torch thread per trial; trials/hour counts 2 trials running side by side on the 2 cores.
 

@@ -41,13 +41,7 @@ def test_paper_architecture_builds_and_runs(name):
     assert CNNConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_paper_block_totals():

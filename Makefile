@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dtl-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test wheel-check bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# A plain install as a user makes it: build the wheel, install it (not editable) into a fresh venv with the
+# pinned dependencies, then run the installed `dtl` from a directory outside the checkout.
+WHEEL_CHECK ?= /tmp/dtl-wheel-check
+wheel-check: $(STAMP)
+	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)/run
+	$(PY) -m pip wheel -q --no-deps -w $(WHEEL_CHECK) .
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/python -m pip install -q -r requirements.lock $(WHEEL_CHECK)/dtl_dist-*.whl
+	cd $(WHEEL_CHECK)/run && ../venv/bin/dtl ingest UL.120 --grid 420:2500:10 --out site.zarr --quiet \
+		&& ../venv/bin/dtl select-local site.zarr --n 30 && ../venv/bin/dtl info site.zarr
+	rm -rf $(WHEEL_CHECK)
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -1,8 +1,9 @@
 """bench_pls: PLS1 fits per second on identical subsets, scikit-learn and ikpls loops vs the batched kernel.
 
 RS-LOCAL-v2.0 (Shen et al. 2022, section 2.3.2) fits a PLSR with 10 components on each random subset of
-100 library spectra (211 bands) and predicts the 30 local_labelled spectra with it. This script draws
-``--subsets`` such subsets from the real Geeves spectra (SNV absorbance on the paper's grid), times
+100 library spectra (209 bands) and predicts the 30 local_labelled spectra with it. This script draws
+``--subsets`` such subsets from real spectra (the four LimeSoDa vis-NIR sites from the ``limesoda`` package,
+plus the Geeves NSW library when ``DTL_DATA`` holds it; SNV absorbance on 420-2500 nm every 10 nm), times
 
 - a scikit-learn loop: ``PLSRegression(n_components=10, scale=False).fit(X, y).predict(local)``,
 - an ikpls loop: ``ikpls.numpy.PLS(algorithm=1, scale_X=False, scale_Y=False)``,
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,24 +32,25 @@ import torch
 from ikpls.numpy import PLS as IKPLS
 from sklearn.cross_decomposition import PLSRegression
 
+from dtl_dist.library.ingest import REAL_DATA_GRID, VISNIR_SITES, ingest
+from dtl_dist.library.real_data import data_dir, library_sources
 from dtl_dist.linear import pls1_fit_predict
-from dtl_dist.spectra.grid import make_grid, resample
+from dtl_dist.spectra.preprocess import SNV
 
-GEEVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "geeves_nsw" / "datsoilspc.npz"
 CHUNK = 128
 """Subsets per kernel call in the threaded mode (as in :mod:`dtl_dist.select.rslocal`)."""
 
 
-def geeves_subsets(n_subsets: int, m: int, n_local: int, seed: int = 0):
-    """Random subsets of SNV absorbance spectra (400-2500 nm every 10 nm) and the local spectra to predict."""
-    data = np.load(GEEVES)
-    spectra = resample(np.log10(1 / data["X"].astype(np.float64)), data["wavelengths"].astype(np.float64), make_grid())
-    spectra = (spectra - spectra.mean(1, keepdims=True)) / spectra.std(1, keepdims=True)
+def real_subsets(n_subsets: int, m: int, n_local: int, seed: int = 0):
+    """Random subsets of real SNV absorbance spectra (420-2500 nm every 10 nm) and the local spectra to predict."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = ingest(library_sources(VISNIR_SITES, data_dir()), Path(tmp) / "lib.zarr", grid=REAL_DATA_GRID)
+        spectra, soc = SNV().fit_transform(lib.spectra().astype(np.float64)), lib.target("soc")
     rng = np.random.default_rng(seed)
     local = rng.choice(len(spectra), n_local, replace=False)
     library = np.setdiff1d(np.arange(len(spectra)), local)
     idx = np.stack([rng.choice(library, m, replace=False) for _ in range(n_subsets)])
-    return spectra[idx], data["y"].astype(np.float64)[idx], spectra[local]
+    return spectra[idx], soc[idx], spectra[local]
 
 
 def best_time(fn, repeat: int) -> tuple[float, object]:
@@ -70,7 +73,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch.set_num_threads values")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="Python threads x 1 torch thread")
     args = parser.parse_args()
-    X, y, local = geeves_subsets(args.subsets, args.samples, args.local)
+    X, y, local = real_subsets(args.subsets, args.samples, args.local)
     B, A = args.subsets, args.ncomp
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}")

@@ -1,7 +1,8 @@
 """RS-LOCAL-v2.0 end to end (issue 3, paper section 2.3.2): synthetic library -> k = 100 with the defaults
 (m = 100, b = 40, retain = 0.95, 10 components), time against library size with the fitted growth exponent,
-Dask LocalCluster(2 workers) against in-process, and the real-data check (library = Geeves NSW + the other
-LimeSoDa vis-NIR sites, site = CV.98 with n = 30 by Kennard-Stone): RS-LOCAL-PLS beside local PLS.
+Dask LocalCluster(2 workers) against in-process, and the real-data check (library = the other LimeSoDa vis-NIR
+sites, plus Geeves NSW when DTL_DATA holds it; site = CV.98 with n = 30 by Kennard-Stone): RS-LOCAL-PLS beside
+local PLS.
 
 Usage: python benchmarks/bench_rslocal.py [--sizes 10000 50000 200000] [--dask-size 50000] [--no-real]
 """
@@ -23,7 +24,7 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 from dtl_dist.engines import dask as dask_engine  # noqa: E402
 from dtl_dist.library.ingest import REAL_DATA_GRID, ingest, limesoda_source  # noqa: E402
-from dtl_dist.library.real_data import build_real_library  # noqa: E402
+from dtl_dist.library.real_data import build_real_library, data_dir  # noqa: E402
 from dtl_dist.library.synthetic import write_library, write_site  # noqa: E402
 from dtl_dist.study.rslocal_stage import RSLocalConfig, run_rslocal  # noqa: E402
 from dtl_dist.study.select_local import select_local  # noqa: E402
@@ -49,8 +50,8 @@ def synthetic(tmp: Path, sizes, dask_size) -> None:
     site = tmp / "site.zarr"
     write_site(site, 80, seed=11)
     select_local(site, 30)
-    print(f"{'library N':>10} {'engine':>23} {'wall s':>8} {'load before':>16} {'iterations':>10} {'k':>4} "
-          f"{'stop':>8} {'RS-LOCAL-PLS RMSE':>17} {'local PLS RMSE':>14} {'driver max GB':>13}")
+    print(f"{'library N':>10} {'engine':>23} {'wall s':>8} {'load before':>16} {'iterations':>10} "
+          f"{'n_selected':>10} {'RS-LOCAL-PLS RMSE':>17} {'local PLS RMSE':>14} {'driver max GB':>13}")
     times, outs = {}, {}
     for n in sorted(set(sizes) | ({dask_size} if dask_size else set())):
         lib = tmp / f"lib_{n}.zarr"
@@ -71,8 +72,8 @@ def synthetic(tmp: Path, sizes, dask_size) -> None:
             times[n if name == "in-process" else name] = wall
             outs[n, name] = (Path(config.out) / "selected.csv").read_text()
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            print(f"{n:>10} {name:>23} {wall:>8.1f} {before:>16} {s['iterations']:>10} {s['k']:>4} "
-                  f"{s['stop_reason']:>8} {s['rslocal_pls']['test']['rmse']:>17.3f} "
+            print(f"{n:>10} {name:>23} {wall:>8.1f} {before:>16} {s['iterations']:>10} {s['n_selected']:>10} "
+                  f"{s['rslocal_pls']['test']['rmse']:>17.3f} "
                   f"{s['local_pls']['test']['rmse']:>14.3f} {rss:>13.2f}", flush=True)
     sizes_run = sorted(k for k in times if isinstance(k, int))
     if len(sizes_run) >= 2:
@@ -85,14 +86,17 @@ def synthetic(tmp: Path, sizes, dask_size) -> None:
 
 
 def real(tmp: Path) -> None:
-    lib = build_real_library(tmp / "real", sites=("SC.93", "SL.125", "UL.120"), progress=False).library
+    real_data = build_real_library(tmp / "real", sites=("SC.93", "SL.125", "UL.120"), data_dir=data_dir(),
+                                   progress=False)
+    lib = real_data.library
     site = ingest([limesoda_source("CV.98")], tmp / "real" / "CV.98.zarr", grid=REAL_DATA_GRID)
     select_local(site.path, 30)
     config = RSLocalConfig(library=str(lib.path), site=str(site.path), out=str(tmp / "out_real"))
     wall, s = timed_stage(config)
-    print(f"real data: library {lib.n_samples} (Geeves NSW + SC.93, SL.125, UL.120) on {REAL_DATA_GRID} nm, "
+    sources = ("Geeves NSW + " if real_data.geeves else "") + "SC.93, SL.125, UL.120"
+    print(f"real data: library {lib.n_samples} ({sources}) on {REAL_DATA_GRID} nm, "
           f"site CV.98 n = {s['n']}, local_test {s['rslocal_pls']['test']['n']}; {wall:.1f} s, "
-          f"{s['iterations']} iterations, k = {s['k']} ({s['stop_reason']})")
+          f"{s['iterations']} iterations, n_selected = {s['n_selected']}")
     for name in ("rslocal_pls", "local_pls"):
         m = s[name]
         print(f"  {name:<12} n_train {m['n_train']:>4}  ncomp {m['ncomp']:>2}  test RMSE {m['test']['rmse']:.3f}  "

@@ -214,7 +214,7 @@ def rslocal(
                            scheduler_file=str(scheduler_file) if scheduler_file else None, address=address,
                            mpi=mpi, connect_timeout=connect_timeout)
     summary = run_rslocal(config, echo=lambda line: typer.echo(line, err=True))
-    line = f"selected {summary['k']} samples in {summary['iterations']} iterations ({summary['stop_reason']})"
+    line = f"n_selected {summary['n_selected']} (k requested {summary['k_requested']}) in {summary['iterations']} iterations"
     for name in ("rslocal_pls", "local_pls"):
         if name in summary:
             line += f"; {name} test RMSE {summary[name]['test']['rmse']:.4g} (ncomp {summary[name]['ncomp']})"
@@ -230,11 +230,14 @@ def demo(
     k: int = typer.Option(100, "--k", help="Library samples RS-LOCAL transfers (the paper's k = 100)."),
     trials: int = typer.Option(8, help="1D-CNN search trials per model (the paper: hundreds)."),
     seed: int = typer.Option(0, help="Random seed."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with user data (geeves_nsw/); "
+                                            "default $DTL_DATA, else the LimeSoDa sites only."),
 ) -> None:
     """The main job on embedded defaults: real spectra -> stores -> Kennard-Stone -> RS-LOCAL -> PLS and CNN."""
     from dtl_dist.study.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(out=str(out), site=site, n=n, k=k, trials=trials, seed=seed), echo=typer.echo)
+    run_demo(DemoConfig(out=str(out), site=site, n=n, k=k, trials=trials, seed=seed,
+                        data_dir=None if data_dir is None else str(data_dir)), echo=typer.echo)
 
 
 def main() -> None:  # pragma: no cover - entry point

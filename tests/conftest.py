@@ -1,7 +1,9 @@
-"""Shared test fixtures: the real data in ../shared/data, one Dask LocalCluster and one local Ray runtime."""
+"""Shared test fixtures: real spectra (LimeSoDa from its package; user files from DTL_DATA), one Dask
+LocalCluster and one local Ray runtime."""
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -18,16 +20,29 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The offline copies of real soil spectra (../shared/data beside the repository)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data folder {SHARED_DATA} is absent")
-    return SHARED_DATA
+def dtl_data() -> Path:
+    """The folder of user-provided data files (DTL_DATA) holding ``geeves_nsw/``; skip without it."""
+    value = os.environ.get("DTL_DATA")
+    if not value or not (Path(value) / "geeves_nsw").is_dir():
+        pytest.skip("needs DTL_DATA: a folder holding geeves_nsw/datsoilspc.npz (CI points it at the offline copy of the data)")
+    return Path(value)
+
+
+@functools.cache
+def limesoda_site(site: str) -> dict:
+    """A LimeSoDa site straight from the ``limesoda`` package: reflectance % spectra ``X``, ``wavelengths`` (nm)
+    and the carbon column ``y`` as published (SOC or SOM, %)."""
+    import LimeSoDa
+    import numpy as np
+
+    frame = LimeSoDa.load_dataset(site)["Dataset"]
+    bands = [c for c in frame.columns if str(c).startswith("wl_")]
+    target = next(c for c in frame.columns if c in ("SOC_target", "SOM_target"))
+    return {"X": frame[bands].to_numpy(np.float64), "wavelengths": np.array([float(c[3:]) for c in bands]),
+            "y": frame[target].to_numpy(np.float64), "target": target.split("_")[0]}
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import limesoda_site
 from dtl_dist.cli import app
 from dtl_dist.library import LOCAL_LABELLED, LOCAL_TEST, SpectralLibrary
 from dtl_dist.select.kennard_stone import split_local
@@ -54,26 +55,36 @@ def test_help(command, words):
         assert word in text
 
 
-def test_ingest_library_and_info(tmp_path, shared_data):
+def test_ingest_library_and_info(tmp_path):
     out = tmp_path / "real.zarr"
-    result = _run("ingest", shared_data / "geeves_nsw", "CV.98", "SC.93", "SL.125", "UL.120", "--units",
-                  "reflectance_fraction", "--country", "AU", "--grid", "420:2500:10", "--out", out, "-q")
+    result = _run("ingest", "CV.98", "SC.93", "SL.125", "UL.120", "--grid", "420:2500:10", "--out", out, "-q")
     assert result.exit_code == 0, result.output
-    assert "827 samples x 209 bands" in result.stdout
+    assert "436 samples x 209 bands" in result.stdout
     info = json.loads(_run("info", out, "--json").stdout)
     rows = {(r["by"], r["name"]): r for r in info["summary"]}
-    assert rows[("library", "real")]["K"] == 827
-    assert {name for by, name in rows if by == "country"} == {"AU", "BR", "CH", "SE"}
-    sweden = pd.concat([pd.Series(np.load(shared_data / "limesoda" / f, allow_pickle=False)["y"], dtype=float)
-                        for f in ("SL_125.npz", "UL_120.npz")]) / 1.724
+    assert rows[("library", "real")]["K"] == 436
+    assert {name for by, name in rows if by == "country"} == {"BR", "CH", "SE"}
+    sweden = pd.Series(np.concatenate([limesoda_site(s)["y"] for s in ("SL.125", "UL.120")])) / 1.724
     assert rows[("country", "SE")]["median"] == pytest.approx(sweden.median(), rel=1e-5)
     assert rows[("country", "SE")]["sd"] == pytest.approx(sweden.std(), rel=1e-5)
     assert info["units"] == "absorbance" and info["wavelengths_nm"] == [420.0, 2500.0]
-    assert [p["source"] for p in info["provenance"]] == ["geeves_nsw", "CV.98", "SC.93", "SL.125", "UL.120"]
+    assert [p["source"] for p in info["provenance"]] == ["CV.98", "SC.93", "SL.125", "UL.120"]
     table = _run("info", out)
     assert table.exit_code == 0
     for text in ("K", "Median", "country SE", "245", "420-2500 nm", "log10(1/R)", "SOM (%) -> SOC % x 1/1.724"):
         assert text in table.stdout
+
+
+def test_ingest_a_users_file_with_limesoda_sites(tmp_path, dtl_data):
+    out = tmp_path / "real.zarr"
+    result = _run("ingest", dtl_data / "geeves_nsw", "CV.98", "--units", "reflectance_fraction", "--country", "AU",
+                  "--grid", "420:2500:10", "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert "489 samples x 209 bands" in result.stdout
+    info = json.loads(_run("info", out, "--json").stdout)
+    rows = {(r["by"], r["name"]): r for r in info["summary"]}
+    assert rows[("country", "AU")]["K"] == 391 and rows[("country", "CH")]["K"] == 98
+    assert [p["source"] for p in info["provenance"]] == ["geeves_nsw", "CV.98"]
 
 
 def test_select_local_saves_kennard_stone_split(site):

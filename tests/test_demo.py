@@ -22,7 +22,7 @@ def test_demo_runs_every_stage_and_its_table_matches_the_stage_outputs(tmp_path)
     labelled, test = site.split()
     assert (labelled.n_samples, test.n_samples) == (30, 68)
     localised = SpectralLibrary.open(out / "rslocal" / "localised.zarr")
-    assert localised.n_samples == 30 + json.loads((out / "rslocal" / "baseline.json").read_text())["k"]
+    assert localised.n_samples == 30 + json.loads((out / "rslocal" / "baseline.json").read_text())["n_selected"]
 
     # the comparison table recomputes the stage's own figures from its estimates
     baseline = json.loads((out / "rslocal" / "baseline.json").read_text())

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import limesoda_site
 from dtl_dist.errors import UserInputError
 from dtl_dist.library import SpectralLibrary
 from dtl_dist.library.ingest import SOM_TO_SOC, Source, ingest, limesoda_source
-from dtl_dist.library.real_data import build_real_library
+from dtl_dist.library.real_data import build_real_library, data_dir, library_sources
 from dtl_dist.library.summary import soc_statistics, summarise
 
 SRC_WL = np.arange(400.0, 520.0, 5.0)  # 24 source bands
@@ -113,9 +114,9 @@ def test_ids_are_text(tmp_path):
     assert list(lib.sample_id) == ["007", "7", "0.50", "x"]
 
 
-def test_limesoda_site_matches_offline_copy_and_som_scale(tmp_path, shared_data):
+def test_limesoda_site_matches_package_data_and_som_scale(tmp_path):
     lib = ingest(["UL.120"], tmp_path / "ul.zarr", grid="420:2500:10")
-    z = np.load(shared_data / "limesoda" / "UL_120.npz", allow_pickle=False)
+    z = limesoda_site("UL.120")
     grid = np.arange(420.0, 2501.0, 10.0)
     expected = np.array([np.interp(grid, z["wavelengths"], np.log10(100.0 / row)) for row in z["X"]])
     np.testing.assert_allclose(lib.spectra(), expected, rtol=1e-4, atol=1e-5)
@@ -125,24 +126,52 @@ def test_limesoda_site_matches_offline_copy_and_som_scale(tmp_path, shared_data)
     assert "1/1.724" in lib.provenance[0]["target_to_soc"]
 
 
-def test_real_library_and_table1(tmp_path, shared_data):
-    real = build_real_library(tmp_path / "real", data_dir=shared_data, progress=False)
+TABLE1 = [("mean", "mean"), ("sd", "std"), ("min", "min"), ("q1", "25%"), ("median", "50%"), ("q3", "75%"),
+          ("max", "max")]
+
+
+def test_real_library_from_the_limesoda_package_and_table1(tmp_path, monkeypatch):
+    monkeypatch.delenv("DTL_DATA", raising=False)
+    real = build_real_library(tmp_path / "real", data_dir=data_dir(), progress=False)
     lib = real.library
-    assert real.skipped == [] and sorted(real.sites) == ["CV.98", "SC.93", "SL.125", "UL.120"]
-    assert lib.n_samples == 391 + 98 + 93 + 125 + 120 and lib.n_bands == 209
+    assert not real.geeves and sorted(real.sites) == ["CV.98", "SC.93", "SL.125", "UL.120"]
+    assert lib.n_samples == 98 + 93 + 125 + 120 and lib.n_bands == 209
     counts = dict(zip(*np.unique(lib.meta("country"), return_counts=True)))
-    assert counts == {"AU": 391, "BR": 93, "CH": 98, "SE": 245}
+    assert counts == {"BR": 93, "CH": 98, "SE": 245}
     rows = {(r["by"], r["name"]): r for r in summarise(lib)}
-    geeves = np.load(shared_data / "geeves_nsw" / "datsoilspc.npz", allow_pickle=False)["y"].astype(np.float64)
-    described = pd.Series(geeves).describe()  # pandas as the reference for Table 1 statistics
-    au = rows[("country", "AU")]
-    assert au["K"] == 391
-    for key, ref in [("mean", "mean"), ("sd", "std"), ("min", "min"), ("q1", "25%"), ("median", "50%"),
-                     ("q3", "75%"), ("max", "max")]:
-        assert au[key] == pytest.approx(described[ref], rel=1e-6)
+    sweden = pd.Series(np.concatenate([limesoda_site(s)["y"] for s in ("SL.125", "UL.120")]) / 1.724).describe()
+    for key, ref in TABLE1:  # pandas as the reference for Table 1 statistics
+        assert rows[("country", "SE")][key] == pytest.approx(sweden[ref], rel=1e-5)
     site = real.sites["CV.98"]
     assert site.n_samples == 98 and set(site.meta("source")) == {"CV.98"}
     np.testing.assert_array_equal(site.spectra(), lib.by(source="CV.98").spectra())
+
+
+def test_real_library_with_the_users_geeves_file(tmp_path, dtl_data, monkeypatch):
+    monkeypatch.setenv("DTL_DATA", str(dtl_data))
+    real = build_real_library(tmp_path / "real", sites=("CV.98",), data_dir=data_dir(), progress=False)
+    assert real.geeves
+    counts = dict(zip(*np.unique(real.library.meta("country"), return_counts=True)))
+    assert counts == {"AU": 391, "CH": 98}
+    geeves = np.load(dtl_data / "geeves_nsw" / "datsoilspc.npz", allow_pickle=False)["y"].astype(np.float64)
+    described = pd.Series(geeves).describe()
+    au = {(r["by"], r["name"]): r for r in summarise(real.library)}[("country", "AU")]
+    assert au["K"] == 391
+    for key, ref in TABLE1:
+        assert au[key] == pytest.approx(described[ref], rel=1e-6)
+
+
+def test_data_folder_that_is_missing_or_lacks_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("DTL_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(UserInputError, match=r"DTL_DATA=.*nowhere: no such folder"):
+        data_dir()
+    with pytest.raises(UserInputError, match=r"--data-dir=.*nowhere: no such folder"):
+        data_dir(tmp_path / "nowhere")
+    monkeypatch.setenv("DTL_DATA", str(tmp_path))
+    with pytest.raises(UserInputError, match=r"no geeves_nsw/datsoilspc.npz"):
+        library_sources(["CV.98"], data_dir())
+    monkeypatch.setenv("DTL_DATA", "")
+    assert data_dir() is None
 
 
 def test_soc_statistics_hand_values():

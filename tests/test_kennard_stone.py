@@ -1,7 +1,6 @@
 """Kennard-Stone (paper section 2.1) against the kennard-stone PyPI package, brute force and a 30k x 50 run."""
 
 import tracemalloc
-from pathlib import Path
 
 import kennard_stone as ks_package
 import numpy as np
@@ -11,21 +10,21 @@ from sklearn.decomposition import PCA
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.preprocessing import StandardScaler
 
+from conftest import limesoda_site
 from dtl_dist.errors import UserInputError
 from dtl_dist.select import kennard_stone, split_local
 from dtl_dist.spectra import paper_preprocessing
+from dtl_dist.spectra.grid import make_grid, resample
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SITES = [
-    ("limesoda/UL_120.npz", "reflectance_percent"),
-    ("limesoda/CV_98.npz", "reflectance_percent"),
-    ("geeves_nsw/datsoilspc.npz", "reflectance_fraction"),
-]
+SITES = ["UL.120", "CV.98", "SC.93"]
 
 
-def _spectra(path, units):
-    X = np.load(f"{DATA}/{path}")["X"].astype(np.float64)
-    return paper_preprocessing(units).fit_transform(X)
+def _spectra(*sites):
+    """SNV absorbance of LimeSoDa sites (reflectance %), pooled on 420-2500 nm every 10 nm when several."""
+    grid = make_grid(420, 2500, 10)
+    parts = [limesoda_site(s) for s in sites]
+    X = parts[0]["X"] if len(parts) == 1 else np.vstack([resample(p["X"], p["wavelengths"], grid) for p in parts])
+    return paper_preprocessing("reflectance_percent").fit_transform(X)
 
 
 def _package_order(X, n, metric="euclidean"):
@@ -46,12 +45,12 @@ def _brute_force(X, n):
     return np.array(selected)
 
 
-@pytest.mark.parametrize("path, units", SITES)
-def test_same_selection_as_kennard_stone_package(path, units):
+@pytest.mark.parametrize("site", SITES)
+def test_same_selection_as_kennard_stone_package(site):
     # The package standardises bands first, so both get standardised spectra. It starts from the sample farthest
     # from the mean; on these data that sample is one of the farthest pair, so it picks the other one second and
     # from then on both algorithms must agree step by step. Only the order of the first two can differ.
-    X = StandardScaler().fit_transform(VarianceThreshold().fit_transform(_spectra(path, units)))
+    X = StandardScaler().fit_transform(VarianceThreshold().fit_transform(_spectra(site)))
     ours = kennard_stone(X, 30)
     theirs = _package_order(X, 30)
     assert set(ours) == set(theirs)
@@ -61,7 +60,7 @@ def test_same_selection_as_kennard_stone_package(path, units):
 
 def test_mahalanobis_same_as_kennard_stone_package():
     # full-rank PC scores: whitened PCA on all components is exactly the Mahalanobis distance the package uses
-    scores = PCA(8).fit_transform(_spectra("limesoda/UL_120.npz", "reflectance_percent"))
+    scores = PCA(8).fit_transform(_spectra("UL.120"))
     ours = kennard_stone(scores, 30, metric="mahalanobis", n_components=8)
     theirs = _package_order(scores, 30, metric="mahalanobis")
     assert set(ours[:2]) == set(theirs[:2])
@@ -69,14 +68,14 @@ def test_mahalanobis_same_as_kennard_stone_package():
 
 
 def test_mahalanobis_default_keeps_99_percent_variance():
-    X = _spectra("limesoda/UL_120.npz", "reflectance_percent")
+    X = _spectra("UL.120")
     k = int(np.searchsorted(np.cumsum(PCA().fit(X).explained_variance_ratio_), 0.99) + 1)
     scores = PCA(k).fit_transform(X)
     assert np.array_equal(kennard_stone(X, 30, metric="mahalanobis"), _brute_force(scores / scores.std(axis=0), 30))
 
 
-def test_geeves_matches_brute_force_and_split_local():
-    X = _spectra("geeves_nsw/datsoilspc.npz", "reflectance_fraction")
+def test_pooled_sites_match_brute_force_and_split_local():
+    X = _spectra("CV.98", "SC.93", "SL.125", "UL.120")
     assert np.array_equal(kennard_stone(X, 30), _brute_force(X, 30))
     labelled, test = split_local(X, 30)
     assert np.array_equal(labelled, kennard_stone(X, 30))

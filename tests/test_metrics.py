@@ -1,11 +1,11 @@
 """Evaluation statistics (paper section 2.4, eq. 1): hand-computed values and scikit-learn references."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import mean_squared_error, r2_score
 
+from conftest import limesoda_site
 from dtl_dist.errors import UserInputError
 from dtl_dist.metrics import delta_rmse, evaluate, lins_ccc, mean_error, r2, rmse, rpiq
 
@@ -45,7 +45,7 @@ def test_delta_rmse_eq1():
 
 
 def test_against_sklearn_on_real_targets():
-    y = np.load(Path(__file__).resolve().parents[2] / "shared" / "data" / "limesoda" / "UL_120.npz")["y"].astype(np.float64)
+    y = limesoda_site("UL.120")["y"]
     estimated = y * 0.8 + np.random.default_rng(0).normal(scale=0.3, size=y.size) + 0.1
     assert rmse(y, estimated) == pytest.approx(np.sqrt(mean_squared_error(y, estimated)), rel=1e-12)
     assert r2(y, estimated) == pytest.approx(r2_score(y, estimated), rel=1e-12)

@@ -131,15 +131,3 @@ def test_optuna_define_by_run():
     for flat, trial in zip(trials, study.trials):
         assert trial.params == flat  # only active names are suggested
         assert all(space.params[k].contains(v) for k, v in flat.items())
-
-
-def test_ray_tune_domains_stay_inside_the_space():
-    pytest.importorskip("ray.tune")
-    space = default_space()
-    domains = space.to_tune()
-    assert domains.keys() == space.params.keys()
-    for _ in range(20):
-        flat = {name: domain.sample() for name, domain in domains.items()}
-        flat = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in flat.items()}
-        assert all(space.params[k].contains(v) for k, v in space.active(flat).items())
-        space.to_config(flat)

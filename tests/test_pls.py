@@ -1,6 +1,5 @@
 """Batched PLS1 kernel and PLSRegressor against scikit-learn's PLSRegression(scale=False) on real spectra."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from sklearn.cross_decomposition import PLSRegression
 from sklearn.model_selection import KFold
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from conftest import limesoda_site
 from dtl_dist.errors import UserInputError
 from dtl_dist.linear import (
     PLSRegressor,
@@ -20,19 +20,18 @@ from dtl_dist.linear import (
 )
 from dtl_dist.spectra.grid import make_grid, resample
 
-GEEVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "geeves_nsw" / "datsoilspc.npz"
 TOL = {"float64": 1e-8, "float32": 1e-4}
 """Largest difference from scikit-learn (float64), relative to the largest reference value."""
 
 
 @pytest.fixture(scope="module")
-def geeves():
-    """SNV absorbance of the Geeves spectra on the paper's 400-2500 nm / 10 nm grid, and total carbon."""
-    data = np.load(GEEVES)
-    absorbance = np.log10(1 / data["X"].astype(np.float64))
-    spectra = resample(absorbance, data["wavelengths"].astype(np.float64), make_grid())
-    spectra = (spectra - spectra.mean(1, keepdims=True)) / spectra.std(1, keepdims=True)
-    return spectra, data["y"].astype(np.float64)
+def library():
+    """SNV absorbance of the four LimeSoDa vis-NIR sites pooled on 420-2500 nm / 10 nm (209 bands), and carbon."""
+    sites = [limesoda_site(s) for s in ("CV.98", "SC.93", "SL.125", "UL.120")]
+    absorbance = np.vstack([resample(np.log10(100 / s["X"]), s["wavelengths"], make_grid(420, 2500, 10))
+                            for s in sites])
+    spectra = (absorbance - absorbance.mean(1, keepdims=True)) / absorbance.std(1, keepdims=True)
+    return spectra, np.concatenate([s["y"] for s in sites])
 
 
 def subsets(spectra, y, B, m, bands, seed):
@@ -53,10 +52,10 @@ def assert_close(actual, expected, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize(
-    ("B", "m", "bands", "ncomp"), [(5, 100, 211, 10), (3, 60, 43, 15), (4, 30, 211, 5), (2, 150, 43, 1), (3, 100, 211, 20)]
+    ("B", "m", "bands", "ncomp"), [(5, 100, 209, 10), (3, 60, 43, 15), (4, 30, 209, 5), (2, 150, 43, 1), (3, 100, 209, 20)]
 )
-def test_predictions_and_scores_match_sklearn(geeves, dtype, B, m, bands, ncomp):
-    X, y, X_each = subsets(*geeves, B, m, bands, seed=B + m)
+def test_predictions_and_scores_match_sklearn(library, dtype, B, m, bands, ncomp):
+    X, y, X_each = subsets(*library, B, m, bands, seed=B + m)
     X_shared = X_each[0]
     fit = pls1_fit(X.astype(dtype), y.astype(dtype), ncomp)
     shared = pls1_predict(fit, X_shared.astype(dtype))
@@ -75,8 +74,8 @@ def test_predictions_and_scores_match_sklearn(geeves, dtype, B, m, bands, ncomp)
             assert_close(fit.x_mean[b].numpy(), X[b].mean(0), dtype)
 
 
-def test_ncomp_beyond_rank_stops_adding_components(geeves):
-    spectra, y = geeves
+def test_ncomp_beyond_rank_stops_adding_components(library):
+    spectra, y = library
     X, yy = spectra[None, :10], y[None, :10]  # 10 samples: centred rank 9
     extra = pls1_fit(X, yy, 15)
     exact = sklearn_fit(X[0], yy[0], 9)
@@ -92,15 +91,15 @@ def test_ncomp_beyond_rank_stops_adding_components(geeves):
     np.testing.assert_allclose(pls1_predict(flat, spectra[20:30]), 2.5)
 
 
-def test_a_subset_fit_does_not_depend_on_its_batch(geeves):
-    X, y, X_new = subsets(*geeves, 9, 50, 211, seed=5)
+def test_a_subset_fit_does_not_depend_on_its_batch(library):
+    X, y, X_new = subsets(*library, 9, 50, 209, seed=5)
     batched = pls1_fit_predict(X, y, X_new[0], 8)
     alone = np.concatenate([pls1_fit_predict(X[b : b + 1], y[b : b + 1], X_new[0], 8) for b in range(9)])
     np.testing.assert_allclose(batched, alone, rtol=1e-12)
 
 
-def test_types_and_devices_follow_the_input(geeves):
-    X, y, X_new = subsets(*geeves, 2, 40, 43, seed=1)
+def test_types_and_devices_follow_the_input(library):
+    X, y, X_new = subsets(*library, 2, 40, 43, seed=1)
     out = pls1_fit_predict(X, y, X_new[0], 4)
     assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == (2, 7)
     fit32 = pls1_fit(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32), 4)
@@ -126,14 +125,14 @@ def test_bad_input_is_reported(args, match):
         pls1_fit(*args)
 
 
-def test_bad_new_samples_are_reported(geeves):
-    X, y, X_new = subsets(*geeves, 2, 40, 43, seed=2)
+def test_bad_new_samples_are_reported(library):
+    X, y, X_new = subsets(*library, 2, 40, 43, seed=2)
     with pytest.raises(UserInputError, match="X_new: expected shape"):
         pls1_predict(pls1_fit(X, y, 2), X_new[:, :, :40])
 
 
-def test_cv_ncomp_matches_brute_force_sklearn(geeves):
-    spectra, y = geeves
+def test_cv_ncomp_matches_brute_force_sklearn(library):
+    spectra, y = library
     X, yy = spectra[:57, ::5], y[:57]  # 57 samples: folds of 5 and 6
     best, rmse = pls1_cv_ncomp(X, yy, max_ncomp=8, folds=10, seed=3)
     sse = np.zeros(8)
@@ -145,8 +144,8 @@ def test_cv_ncomp_matches_brute_force_sklearn(geeves):
     assert best == np.argmin(expected) + 1
 
 
-def test_regressor_matches_sklearn_and_cv_mode(geeves):
-    spectra, y = geeves
+def test_regressor_matches_sklearn_and_cv_mode(library):
+    spectra, y = library
     X, yy = spectra[:120], y[:120]
     model = PLSRegressor(n_components=10).fit(X, yy)
     assert_close(model.predict(spectra[120:]), sklearn_fit(X, yy, 10).predict(spectra[120:]), "float64")
@@ -158,8 +157,8 @@ def test_regressor_matches_sklearn_and_cv_mode(geeves):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_cuda_matches_sklearn(geeves, dtype):
-    X, y, X_new = subsets(*geeves, 6, 100, 211, seed=4)
+def test_cuda_matches_sklearn(library, dtype):
+    X, y, X_new = subsets(*library, 6, 100, 209, seed=4)
     pred = pls1_fit_predict(X, y, torch.as_tensor(X_new[0], device="cuda"), 10, dtype=dtype, device="cuda")
     assert pred.device.type == "cuda"
     for b in range(6):

@@ -1,7 +1,6 @@
 """Preprocessing transformers (paper section 2.2): scikit-learn checks, hand-computed values, dask == numpy."""
 
 import pickle
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -11,11 +10,11 @@ from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from conftest import limesoda_site
 from dtl_dist.errors import UserInputError
 from dtl_dist.spectra import SNV, Absorbance, Resample, SavitzkyGolay, TrimBands, paper_preprocessing
 from dtl_dist.spectra.grid import make_grid, resample
 
-LIMESODA = Path(__file__).resolve().parents[2] / "shared" / "data" / "limesoda" / "UL_120.npz"
 
 GRID_10 = np.arange(10.0)
 # Checks that feed spectra with some other number of bands than the transformer's wavelength grid.
@@ -138,8 +137,8 @@ def test_savitzky_golay_matches_scipy_and_rejects_bad_window():
 
 
 def test_resample_and_trim_on_real_spectra():
-    data = np.load(LIMESODA)
-    wl, X = data["wavelengths"].astype(np.float64), data["X"]
+    data = limesoda_site("UL.120")
+    wl, X = data["wavelengths"], data["X"].astype(np.float32)
     target = make_grid(500, 2400, 10)
     out = Resample(source=wl, target=target).fit_transform(X)
     assert out.shape == (len(X), target.size) and out.dtype == np.float32
@@ -154,7 +153,7 @@ def test_resample_and_trim_on_real_spectra():
 
 
 def test_paper_preprocessing_is_absorbance_then_snv():
-    X = np.load(LIMESODA)["X"].astype(np.float64)
+    X = limesoda_site("UL.120")["X"]
     expected = SNV().fit_transform(np.log10(100 / X))
     assert np.allclose(paper_preprocessing("reflectance_percent").fit_transform(X), expected)
     assert [name for name, _ in paper_preprocessing("absorbance").steps] == ["snv"]
@@ -163,8 +162,8 @@ def test_paper_preprocessing_is_absorbance_then_snv():
 
 
 def _real_spectra():
-    data = np.load(LIMESODA)
-    return data["X"], data["wavelengths"].astype(np.float64)
+    data = limesoda_site("UL.120")
+    return data["X"].astype(np.float32), data["wavelengths"]
 
 
 @pytest.mark.parametrize(

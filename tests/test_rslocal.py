@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,23 @@ import pytest
 from sklearn.cross_decomposition import PLSRegression
 from typer.testing import CliRunner
 
+from conftest import limesoda_site
 from dtl_dist.cli import app
 from dtl_dist.library import SpectralLibrary
 from dtl_dist.library.synthetic import write_library, write_site
-from dtl_dist.select.rslocal import SearchContext, draw_subsets, rslocal, score_subsets, weakness
-from dtl_dist.spectra.grid import make_grid
+from dtl_dist.select import kennard_stone
+from dtl_dist.select.rslocal import (
+    SearchContext,
+    draw_subsets,
+    drop_weakest,
+    rslocal,
+    score_subsets,
+    subset_size,
+    tie_keys,
+    weakness,
+)
+from dtl_dist.spectra.grid import make_grid, resample
+from dtl_dist.spectra.preprocess import SNV
 from dtl_dist.study.rslocal_stage import RSLocalConfig, _save_checkpoint, run_rslocal
 from dtl_dist.study.select_local import select_local
 
@@ -63,7 +76,7 @@ def test_subset_scores_match_scikit_learn_pls():
     X, y, _, local_X, local_y = _two_domain_library(n=300)
     rows = draw_subsets(300, 40, 1, seed=0, iteration=0)[:5].astype(np.int32)
     for criterion in ("rmse", "reconstruction", "mahalanobis"):
-        context = SearchContext(X, y, local_X, local_y, 4, criterion, None, "float64", subset=40, b=1, seed=0)
+        context = SearchContext(X, y, local_X, local_y, 4, criterion, None, "float64", b=1, seed=0)
         got = score_subsets(X, rows, y[rows], context)
         want = []
         for r in rows:
@@ -83,13 +96,36 @@ def test_subset_scores_match_scikit_learn_pls():
 def test_stops_at_target_and_prefers_the_site_domain():
     X, y, kind, local_X, local_y = _two_domain_library()
     res = rslocal(X, y, local_X, local_y, seed=1, **SMALL)
-    assert res.stop_reason == "target"
-    assert 40 <= res.selected.size <= 40 * 1.05
+    assert 40 <= res.selected.size <= math.ceil(40 * 1.05)
     sizes = [row["pool_size"] for row in res.trace]
     assert sizes[0] == 1200 and all(a > b for a, b in zip(sizes, sizes[1:]))
-    assert all(row["dropped"] >= 0.05 * row["pool_size"] for row in res.trace)
+    assert all(row["dropped"] == min(math.ceil(0.05 * row["pool_size"]), row["pool_size"] - 40) for row in res.trace)
     assert (kind[res.selected] == 0).mean() > 0.75  # half the library is kind 0
     assert res.n_iterations == len(res.trace)
+
+
+def _brute_force_drop(weak, n_drop, key):
+    """Reference for the tie rule: a sample is dropped when fewer than ``n_drop`` scored samples rank above it
+    (higher weakness, or equal weakness and a higher key)."""
+    drop = np.zeros(weak.size, dtype=bool)
+    for i in range(weak.size):
+        if np.isfinite(weak[i]):
+            above = sum(1 for j in range(weak.size) if np.isfinite(weak[j]) and
+                        (weak[j] > weak[i] or (weak[j] == weak[i] and key[j] > key[i])))
+            drop[i] = above < n_drop
+    return drop
+
+
+@pytest.mark.parametrize("levels", [2, 3, 50])
+def test_ties_at_the_threshold_never_drop_more_than_the_share(levels):
+    rng = np.random.default_rng(levels)
+    weak = rng.integers(0, levels, 200).astype(float)  # few distinct values: many ties at the threshold
+    weak[::17] = np.nan  # in no subset: never dropped
+    key = rng.random(200)
+    for n_drop in (0, 1, 10, 37, 150, 200):
+        got = drop_weakest(weak, n_drop, key)
+        assert np.array_equal(got, _brute_force_drop(weak, n_drop, key))
+        assert got.sum() == min(n_drop, np.isfinite(weak).sum())
 
 
 def test_first_iteration_drops_exactly_the_weak_samples():
@@ -98,29 +134,55 @@ def test_first_iteration_drops_exactly_the_weak_samples():
     rslocal(X, y, local_X, local_y, seed=5, on_iteration=states.append, **SMALL)
     pos = draw_subsets(400, 40, 8, seed=5, iteration=0)
     rows = pos.astype(np.int32)
-    context = SearchContext(X, y, local_X, local_y, 4, "rmse", None, "float32", subset=40, b=8, seed=5)
+    context = SearchContext(X, y, local_X, local_y, 4, "rmse", None, "float32", b=8, seed=5)
     scores = score_subsets(X, rows, y[rows].astype(np.float32), context)
     w = weakness(pos, scores, 400)
-    kept = np.flatnonzero(w < np.quantile(w, 0.95))
+    kept = np.flatnonzero(~_brute_force_drop(w, 20, tie_keys(400, 5, 0)))  # ceil(0.05 x 400) = 20
     assert np.array_equal(states[0].pool, kept)
+    assert np.array_equal(kept, np.flatnonzero(w < np.quantile(w, 0.95)))  # no ties: the retain quantile
 
 
-def test_stalls_when_no_sample_can_be_told_apart():
-    # one subset of the whole library per round: every sample has the same weakness, nothing is dropped
+def test_subsets_shrink_with_the_pool():
+    assert [subset_size(p, 100, 10) for p in (1000, 200, 199, 60, 30, 12)] == [100, 100, 99, 30, 15, 12]
+    # one subset of the whole pool would give every sample the same weakness: subsets shrink instead
     X, y, _, local_X, local_y = _two_domain_library(n=60)
     res = rslocal(X, y, local_X, local_y, k=10, subset=60, b=3, ncomp=4)
-    assert res.stop_reason == "stalled" and res.n_iterations == 5
-    assert np.array_equal(res.selected, np.arange(60))
+    assert 10 <= res.selected.size <= 11 and res.trace[0]["subset"] == 30
 
 
-def test_too_few_returns_the_last_pool_with_at_least_k():
-    X, y, _, local_X, local_y = _two_domain_library(n=300)
-    # retain 0.5: k (1 + r) = 285 < 300, but one iteration leaves ~150 < k = 190
-    res = rslocal(X, y, local_X, local_y, k=190, subset=40, b=4, ncomp=4, retain=0.5)
-    assert res.stop_reason == "too_few" and res.selected.size == 300 and res.n_iterations == 1
-    # subsets cannot be formed once |K| < m: stop with the pool that is left (>= k)
-    res = rslocal(X, y, local_X, local_y, k=20, subset=100, b=4, ncomp=4)
-    assert res.stop_reason == "too_few" and 20 <= res.selected.size < 100
+@pytest.fixture(scope="module")
+def real_library():
+    """SC.93 + SL.125 + UL.120 pooled (338 samples) as the library, CV.98's Kennard-Stone n = 30 as local."""
+    sites = [limesoda_site(s) for s in ("SC.93", "SL.125", "UL.120", "CV.98")]
+    grid = make_grid(420, 2500, 10)
+    spectra = [SNV().fit_transform(resample(np.log10(100 / s["X"]), s["wavelengths"], grid)) for s in sites]
+    scale = [1.0, 1 / 1.724, 1 / 1.724, 1.0]  # SOM -> SOC for the Swedish sites
+    library_X, library_y = np.vstack(spectra[:3]), np.concatenate([s["y"] * f for s, f in zip(sites[:3], scale)])
+    local = kennard_stone(spectra[3], 30)
+    return library_X, library_y, spectra[3][local], sites[3]["y"][local]
+
+
+@pytest.mark.parametrize("k", [15, 20, 60, 100, 300])
+def test_the_selection_has_between_k_and_k_1_plus_r_samples(real_library, k):
+    library_X, library_y, local_X, local_y = real_library
+    res = rslocal(library_X, library_y, local_X, local_y, k=k, b=10, seed=k)
+    assert k <= res.selected.size <= math.ceil(k * 1.05)
+    assert len(set(res.selected.tolist())) == res.selected.size
+    assert all(row["pool_size"] - row["dropped"] >= k for row in res.trace)
+    assert max(row["subset"] for row in res.trace) <= 100 and min(row["subset"] for row in res.trace) >= 12
+
+
+def test_singular_subsets_score_inf_are_logged_and_the_search_goes_on(caplog):
+    rng = np.random.default_rng(0)
+    distinct = rng.normal(size=(100, 30))
+    copies = np.repeat(rng.normal(size=(3, 30)), [34, 33, 33], axis=0)  # 100 copies of 3 spectra
+    X, y = np.vstack([distinct, copies]), rng.normal(size=200)
+    local_X = rng.normal(size=(10, 30))
+    with caplog.at_level("WARNING", logger="dtl_dist.select.rslocal"):
+        res = rslocal(X, y, local_X, None, k=20, subset=14, b=4, ncomp=10, criterion="mahalanobis")
+    assert sum(row["n_failed"] for row in res.trace) > 0
+    assert any("could not be fitted" in r.getMessage() for r in caplog.records)
+    assert 20 <= res.selected.size <= 21
 
 
 def test_nan_library_targets_are_skipped_and_never_selected():
@@ -134,7 +196,7 @@ def test_nan_library_targets_are_skipped_and_never_selected():
 def test_label_free_criteria_need_no_local_values(criterion):
     X, y, _, local_X, _ = _two_domain_library(n=600)
     res = rslocal(X, y, local_X, None, criterion=criterion, **SMALL)
-    assert res.stop_reason == "target" and 40 <= res.selected.size <= 42
+    assert 40 <= res.selected.size <= 42
 
 
 def test_selection_does_not_depend_on_block_size_or_resume():
@@ -166,6 +228,7 @@ def _invoke(*args):
 
 def _selected_ids(out: Path) -> list[str]:
     with open(out / "selected.csv") as fh:
+        assert fh.readline().startswith("# n_selected=")
         return [row["sample_id"] for row in csv.DictReader(fh)]
 
 
@@ -183,12 +246,9 @@ def test_cli_writes_selection_trace_localised_store_and_baseline(stores, tmp_pat
     assert int(trace[0]["pool_size"]) == 1200 and int(trace[-1]["pool_size"]) >= len(ids)
     assert (out / "trace.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     baseline = json.loads((out / "baseline.json").read_text())
-    assert baseline["k"] == len(ids)
-    last = trace[-1]
-    if baseline["stop_reason"] == "too_few":  # the last drop would have left fewer than k
-        assert int(last["pool_size"]) == len(ids) and len(ids) - int(last["dropped"]) < 40
-    else:
-        assert baseline["stop_reason"] == "target" and len(ids) <= 42
+    assert baseline["n_selected"] == len(ids) and baseline["k_requested"] == 40 and 40 <= len(ids) <= 42
+    assert (out / "selected.csv").read_text().startswith(f"# n_selected={len(ids)} k_requested=40\n")
+    assert f"n_selected {len(ids)} (k requested 40)" in result.stdout
     for model, n_train in (("rslocal_pls", len(ids) + 20), ("local_pls", 20)):
         assert baseline[model]["n_train"] == n_train and baseline[model]["test"]["n"] == 40
         assert 1 <= baseline[model]["ncomp"] <= 20 and baseline[model]["test"]["rmse"] > 0
@@ -196,8 +256,6 @@ def test_cli_writes_selection_trace_localised_store_and_baseline(stores, tmp_pat
     # the API run with the same options selects the same samples
     lib = SpectralLibrary.open(stores / "lib.zarr")
     labelled, _ = SpectralLibrary.open(stores / "site.zarr").split()
-    from dtl_dist.spectra.preprocess import SNV
-
     res = rslocal(lib.spectra(), lib.target("soc"), labelled.spectra(), labelled.target("soc"), preprocess=SNV(),
                   **SMALL)
     assert sorted(ids) == sorted(lib.sample_id[res.selected])
@@ -210,8 +268,6 @@ def test_resume_continues_from_the_checkpoint(stores, tmp_path):
     run_rslocal(config, progress=False)
     lib = SpectralLibrary.open(stores / "lib.zarr")
     labelled, _ = SpectralLibrary.open(stores / "site.zarr").split()
-    from dtl_dist.spectra.preprocess import SNV
-
     states = []
     rslocal(lib.spectra(), lib.target("soc"), labelled.spectra(), labelled.target("soc"), preprocess=SNV(),
             on_iteration=states.append, **SMALL)
@@ -239,8 +295,9 @@ def _site_variant(stores, tmp_path, name, **create):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("k", "k=1200"),
-    ("ncomp", "ncomp=40"),
+    ("k", "k=1200: expected 6 <= k <= 1199"),
+    ("k_small", "k=5: expected 6 <= k <= 1199"),
+    ("ncomp", "ncomp=40: expected 1 <= ncomp <= subset size - 2"),
     ("few_labelled", "at least 3"),
     ("grid", "wavelength grid"),
     ("preprocessing", "preprocessing"),
@@ -253,6 +310,8 @@ def test_bad_input_exits_2_and_writes_nothing(stores, tmp_path, case, message):
     extra = list(CLI_SMALL)
     if case == "k":
         extra += ["--k", "1200"]
+    elif case == "k_small":
+        extra += ["--k", "5"]
     elif case == "ncomp":
         extra += ["--ncomp", "40"]
     elif case == "few_labelled":

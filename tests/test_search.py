@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ray import tune as ray_tune
 
-from dtl_dist.engines.ray import TuneRunner, gpus_per_trial, init
+from dtl_dist.engines.ray import TuneRunner, gpus_per_trial, init, param_space
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.model_dir import load_model
 from dtl_dist.nn.search import TuneData, check_space, run_trial, tune
@@ -180,3 +180,14 @@ def test_cli_tune_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert result.exit_code == 2 and "missing (NaN)" in result.output and not out.exists()
     result = CliRunner().invoke(app, ["tune", "--data", str(tmp_path / "nope.zarr"), "--out", str(out)])
     assert result.exit_code == 2 and "no such spectral library store" in result.output and not out.exists()
+
+
+def test_ray_tune_domains_stay_inside_the_space():
+    space = default_space()
+    domains = param_space(space)
+    assert domains.keys() == space.params.keys()
+    for _ in range(20):
+        flat = {name: domain.sample() for name, domain in domains.items()}
+        flat = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in flat.items()}
+        assert all(space.params[k].contains(v) for k, v in space.active(flat).items())
+        space.to_config(flat)

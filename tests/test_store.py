@@ -1,4 +1,4 @@
-"""The Zarr spectral library store: create/open/append/subset/by/split/save/set_meta/to_dask/ref, atomicity,
+"""The Zarr spectral library store: create/open/append/subset/by/split/save/set_meta/ref, the dask array, atomicity,
 truncated or foreign stores, grid mismatch and duplicate ids (issue 2, item 3)."""
 
 from __future__ import annotations
@@ -202,13 +202,15 @@ def test_subset_by_and_views(tmp_path):
         lib.subset(mask=[True, False])
 
 
-def test_to_dask_and_ref(tmp_path):
+def test_dask_array_and_ref(tmp_path):
+    from dtl_dist.engines.dask import library_array
+
     lib, a = _create(tmp_path / "lib.zarr")
-    d = lib.to_dask()
+    d = library_array(lib)
     assert d.chunks[0] == (3, 3, 1)
     np.testing.assert_array_equal(d.compute(), a["spectra"])
     view = lib.by(country="AU")
-    np.testing.assert_array_equal(view.to_dask().compute(), a["spectra"][[1, 4]])
+    np.testing.assert_array_equal(library_array(view).compute(), a["spectra"][[1, 4]])
     ref = pickle.loads(pickle.dumps(view.ref()))
     np.testing.assert_array_equal(ref.open().sample_id, ["s1", "s4"])
     np.testing.assert_array_equal(ref.load_spectra(), a["spectra"][[1, 4]])

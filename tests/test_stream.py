@@ -1,4 +1,4 @@
-"""Library-scale training: mini-batches streamed from the Zarr store, data-parallel with torch.distributed."""
+"""Library-scale training: mini-batches streamed from the Zarr store, data-parallel through the torch_ddp engine."""
 
 from __future__ import annotations
 
@@ -58,11 +58,14 @@ def test_ranks_split_each_global_batch(library):
 
 
 def _ddp_worker(rank, world, init_file, path, queue):
+    from dtl_dist.engines.torch_ddp import DataParallel
+
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    parallel = DataParallel()
     fit = fit_library(SpectralLibrary.open(path), CONFIG, TrainConfig(batch_size=10, max_epochs=2, optimizer="sgd",
-                                                                      lr=0.01, seed=5))
+                                                                      lr=0.01, seed=5), data_parallel=parallel)
     queue.put((rank, {k: v.numpy() for k, v in fit.state_dict.items()}, fit.train_loss))
-    torch.distributed.destroy_process_group()
+    parallel.close()
 
 
 def test_two_data_parallel_ranks_train_like_one_process_with_the_global_batch(library, tmp_path):

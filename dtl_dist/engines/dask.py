@@ -19,6 +19,7 @@ import dask
 from distributed import Client, get_worker
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.mapping import with_torch_threads
 
 MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 """Environment variables through which MPI launchers announce the number of ranks."""
@@ -33,20 +34,13 @@ def under_mpiexec() -> bool:
 
 
 class InWorker:
-    """``fn`` run as a task: on its first call in a worker process, torch is limited to the worker's own
-    threads (if the task uses torch), so workers sharing a node do not oversubscribe it."""
-
-    configured = False
+    """``fn`` run as a task with torch limited to the worker's own threads (:func:`with_torch_threads`)."""
 
     def __init__(self, fn):
         self.fn = fn
 
     def __call__(self, *args):
-        torch = sys.modules.get("torch")  # imported with fn's module, if fn uses it
-        if torch is not None and not InWorker.configured:
-            InWorker.configured = True
-            torch.set_num_threads(max(1, int(get_worker().state.nthreads)))
-        return self.fn(*args)
+        return with_torch_threads(self.fn, max(1, int(get_worker().state.nthreads)), *args)
 
 
 def client(scheduler_file=None, address=None, mpi: bool = False, n_workers: int | None = None, *,
@@ -148,3 +142,12 @@ def map_blocks(client: Client, *, retries: int = 2, workers=None):
         return client.gather(tasks)
 
     return run
+
+
+def library_array(library):
+    """A library's spectra as a dask array, chunked by rows as stored (read lazily from Zarr by the workers)."""
+    import dask.array as da
+    import zarr
+
+    array = da.from_zarr(zarr.open_array(str(library.path / "spectra"), mode="r"))
+    return array if library.index is None else array[library.index]

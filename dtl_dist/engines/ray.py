@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.mapping import with_torch_threads
 
 QUIET_ENV = {
     "RAY_AUTH_MODE": "disabled",
@@ -145,31 +146,64 @@ def gpus_per_trial(requested: float, *, allow_cpu_fallback: bool = False) -> flo
     )
 
 
-def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0):
+def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2):
     """A ``map_blocks(fn, blocks, shared=()) -> list`` that runs each block as a Ray task (results in block order).
+
+    The same guarantees as :func:`dtl_dist.engines.dask.map_blocks`: each ``shared`` object goes into the
+    object store once and is reused while later calls pass the same object (it must not be modified in
+    between); a task that raises, or whose worker dies, is retried ``retries`` times; torch in a task uses as
+    many threads as the task has CPUs (one by default), so results do not depend on the worker layout.
 
     Parameters
     ----------
     num_cpus, num_gpus : resources of each task (fractional GPUs let several tasks share one device).
+    retries : re-runs of a failed task.
     """
     import ray
 
+    threads = max(1, int(num_cpus))
+    sent: dict = {}  # id(obj) -> (obj, ObjectRef): holding obj keeps its id from being reused
+
     def ray_map(fn, blocks, shared=()):
-        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=1)(fn)
-        shared_refs = [ray.put(obj) for obj in shared]  # once into the object store, not once per block
-        return ray.get([remote.remote(block, *shared_refs) for block in blocks])
+        refs = []
+        for obj in shared:
+            if id(obj) not in sent:
+                sent[id(obj)] = (obj, ray.put(obj))
+            refs.append(sent[id(obj)][1])
+        for key in set(sent) - {id(obj) for obj in shared}:
+            del sent[key]
+        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries,
+                            retry_exceptions=True)(with_torch_threads)
+        return ray.get([remote.remote(fn, threads, block, *refs) for block in blocks])
 
     return ray_map
 
 
-def cnn_trial(config: dict, data=None, space=None, mode="vectorised", seed=0, use_gpu=False, threads=1):
-    """Ray Tune function trainable: one 1D-CNN trial (:func:`dtl_dist.nn.search.run_trial`)."""
+def param_space(space) -> dict:
+    """Ray Tune ``param_space`` of a :class:`dtl_dist.nn.space.SearchSpace`: every name drawn independently
+    (inactive names are ignored by the space, so any Tune searcher can sample it)."""
+    from ray import tune
+
+    from dtl_dist.nn.space import Categorical, Float, Int
+
+    def domain(param):
+        if isinstance(param, Int):
+            return tune.lograndint(param.low, param.high + 1) if param.log else tune.randint(param.low, param.high + 1)
+        if isinstance(param, Float):
+            return tune.loguniform(param.low, param.high) if param.log else tune.uniform(param.low, param.high)
+        if isinstance(param, Categorical):
+            return tune.choice(list(param.choices))
+        raise UserInputError(f"search space: cannot translate {type(param).__name__} to Ray Tune")
+
+    return {name: domain(param) for name, param in space.params.items()}
+
+
+def cnn_trial(config: dict, trial=None, use_gpu=False, threads=1):
+    """Ray Tune function trainable: one 1D-CNN trial (a :class:`dtl_dist.nn.search.Trial`)."""
     import tempfile
 
     import torch
     from ray import tune
-
-    from dtl_dist.nn.search import run_trial
 
     torch.set_num_threads(max(1, threads))
 
@@ -182,8 +216,7 @@ def cnn_trial(config: dict, data=None, space=None, mode="vectorised", seed=0, us
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-    run_trial(dict(config), data, space, report=report, mode=mode, seed=seed, device=device,
-              provenance={"trial_id": tune.get_context().get_trial_id()})
+    trial(dict(config), report, device, tune.get_context().get_trial_id())
 
 
 class _DefineByRun:
@@ -286,16 +319,16 @@ class TuneRunner:
         if not self.resume and self.experiment_path.exists():
             raise UserInputError(f"{self.experiment_path}: a search is already there; use --resume to continue it")
 
-    def run(self, data, space, settings):
-        """Run (or resume) the search; returns a :class:`dtl_dist.nn.search.SearchResult`."""
+    def run(self, trial, space, settings) -> list[dict]:
+        """Run (or resume) the search; one record per trial (``trial_id``, ``params``, ``metrics``, ``error``,
+        ``checkpoint``)."""
         self._check()
         init(self.address, self.num_cpus)
         gpus = gpus_per_trial(self.gpus_per_trial, allow_cpu_fallback=self.allow_cpu_fallback)
         from ray import tune
 
         trainable = tune.with_resources(
-            tune.with_parameters(cnn_trial, data=data, space=space, mode=settings.mode, seed=settings.seed, use_gpu=gpus > 0,
-                                 threads=int(self.cpus_per_trial)),
+            tune.with_parameters(cnn_trial, trial=trial, use_gpu=gpus > 0, threads=int(self.cpus_per_trial)),
             {"cpu": self.cpus_per_trial, "gpu": gpus},
         )
         if self.resume:
@@ -304,7 +337,7 @@ class TuneRunner:
         else:
             tuner = tune.Tuner(trainable, tune_config=self._tune_config(space, settings),
                                run_config=self._run_config(settings))
-        return _search_result(tuner.fit())
+        return _outcomes(tuner.fit())
 
     def _tune_config(self, space, settings):
         import optuna
@@ -312,14 +345,12 @@ class TuneRunner:
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search.optuna import OptunaSearch
 
-        from dtl_dist.nn.search import METRIC
-
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        searcher = OptunaSearch(space=_DefineByRun(space), metric=METRIC, mode="min",
+        searcher = OptunaSearch(space=_DefineByRun(space), metric=settings.metric, mode="min",
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed))
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=settings.max_epochs,
                                   grace_period=settings.grace_period, reduction_factor=settings.reduction_factor)
-        return tune.TuneConfig(metric=METRIC, mode="min", search_alg=searcher, scheduler=scheduler,
+        return tune.TuneConfig(metric=settings.metric, mode="min", search_alg=searcher, scheduler=scheduler,
                                num_samples=settings.trials, max_concurrent_trials=self.max_concurrent,
                                reuse_actors=True, trial_dirname_creator=_trial_dirname)
 
@@ -336,32 +367,13 @@ class TuneRunner:
         )
 
 
-def _search_result(grid):
-    """Turn a Tune ResultGrid into a :class:`dtl_dist.nn.search.SearchResult`."""
-    import math
-
-    from dtl_dist.nn.search import SearchResult, TrialRecord
-
-    records = []
-    for result in grid:
-        metrics = result.metrics or {}
-        trial_id = Path(result.path).name
-        params = {k: v for k, v in (result.config or {}).items()}
-        if result.error is not None:
-            status, reason = "error", f"{type(result.error).__name__}: {result.error}"[:500]
-        elif metrics.get("status") == "rejected":
-            status, reason = "rejected", metrics.get("reason", "")
-        else:
-            status, reason = ("complete" if metrics.get("complete") else "stopped"), ""
-        records.append(TrialRecord(
-            trial_id=trial_id, status=status, rmse=float(metrics.get("rmse", math.inf)),
-            rmse_std=float(metrics.get("rmse_std", math.nan)), fold_rmse=metrics.get("fold_rmse", ""),
-            epochs=int(metrics.get("epoch", 0)), time_s=float(metrics.get("train_time_s", metrics.get("time_total_s", math.nan))),
-            reason=reason, params=params,
-            checkpoint=result.checkpoint.path if status == "complete" and result.checkpoint else None,
-        ))
-    records.sort(key=lambda r: r.trial_id)
-    return SearchResult(records)
+def _outcomes(grid) -> list[dict]:
+    """One plain record per trial of a Tune ResultGrid (see :meth:`dtl_dist.nn.search.SearchResult.from_outcomes`)."""
+    return [{
+        "trial_id": Path(result.path).name, "params": dict(result.config or {}), "metrics": result.metrics or {},
+        "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}",
+        "checkpoint": result.checkpoint.path if result.checkpoint else None,
+    } for result in grid]
 
 
 def _trial_dirname(trial) -> str:

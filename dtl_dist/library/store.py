@@ -327,13 +327,6 @@ class SpectralLibrary:
             raise UserInputError(f"{self.path}: no metadata field {name!r}; the store has {self.meta_fields or 'none'}")
         return self._read(f"meta/{name}", rows)
 
-    def to_dask(self):
-        """Spectra as a dask array, chunked by rows as stored (read lazily from Zarr)."""
-        import dask.array as da
-
-        arr = da.from_zarr(self._group["spectra"])
-        return arr if self.index is None else arr[self.index]
-
     def ref(self) -> LibraryRef:
         """A picklable handle for workers (see :class:`LibraryRef`)."""
         return LibraryRef(str(self.path.resolve()), None if self.index is None else tuple(self.index.tolist()))

@@ -9,8 +9,9 @@ end carries ``complete=True`` and a checkpoint: the fold ensemble as a model dir
 (:mod:`dtl_dist.nn.model_dir`).
 
 This module never imports a cluster framework. The trials run through a ``runner`` (e.g.
-:class:`dtl_dist.engines.ray.TuneRunner`: Ray Tune with an Optuna TPE searcher and an ASHA scheduler)
-that calls :func:`run_trial` with a ``report`` function of its own.
+:class:`dtl_dist.engines.ray.TuneRunner`: Ray Tune with an Optuna TPE searcher and an ASHA scheduler) that
+calls a :class:`Trial` with each sampled config and a ``report`` function of its own, and returns one plain
+record per trial (:meth:`SearchResult.from_outcomes`).
 
 References
 ----------
@@ -170,6 +171,21 @@ def run_trial(params: dict, data: TuneData, space, *, report: Report, mode: str 
         release_memory(device)
 
 
+@dataclass(frozen=True)
+class Trial:
+    """The work of every trial of one search, handed to a runner: ``trial(params, report, device, trial_id)``
+    runs :func:`run_trial` on this search's data and space (picklable, so a runner can ship it to workers)."""
+
+    data: TuneData
+    space: object
+    mode: str = "vectorised"
+    seed: int = 0
+
+    def __call__(self, params: dict, report: Report, device: str = "cpu", trial_id: str = "") -> None:
+        run_trial(params, self.data, self.space, report=report, mode=self.mode, seed=self.seed, device=device,
+                  provenance={"trial_id": trial_id})
+
+
 def _mean_rmse(best_mse: np.ndarray) -> float:
     return float(np.mean(np.sqrt(best_mse)))
 
@@ -231,6 +247,29 @@ class SearchResult:
         frame = pd.DataFrame([t.row() for t in self.trials])
         return frame.sort_values(["rmse", "trial_id"], kind="stable").reset_index(drop=True) if len(frame) else frame
 
+    @classmethod
+    def from_outcomes(cls, outcomes) -> "SearchResult":
+        """Build the result from a runner's records, one dict per trial: ``trial_id``, ``params``, ``metrics``
+        (the trial's last report), ``error`` (text, or None) and ``checkpoint`` (directory, or None)."""
+        records = []
+        for outcome in outcomes:
+            metrics = outcome.get("metrics") or {}
+            if outcome.get("error"):
+                status, reason = "error", str(outcome["error"])[:500]
+            elif metrics.get("status") == "rejected":
+                status, reason = "rejected", metrics.get("reason", "")
+            else:
+                status, reason = ("complete" if metrics.get("complete") else "stopped"), ""
+            records.append(TrialRecord(
+                trial_id=outcome["trial_id"], status=status, rmse=float(metrics.get(METRIC, math.inf)),
+                rmse_std=float(metrics.get("rmse_std", math.nan)), fold_rmse=metrics.get("fold_rmse", ""),
+                epochs=int(metrics.get("epoch", 0)),
+                time_s=float(metrics.get("train_time_s", metrics.get("time_total_s", math.nan))), reason=reason,
+                params=dict(outcome.get("params") or {}),
+                checkpoint=outcome.get("checkpoint") if status == "complete" else None,
+            ))
+        return cls(sorted(records, key=lambda r: r.trial_id))
+
     def best_model_dir(self) -> Path | None:
         """The best trial's model directory (inside its checkpoint)."""
         best = self.best
@@ -249,6 +288,7 @@ class SearchSettings:
     grace_period : epochs every trial gets before ASHA may stop it.
     reduction_factor : ASHA's halving rate.
     mode : fold training mode of each trial.
+    metric : the name of the reported score to minimise.
     """
 
     trials: int
@@ -257,6 +297,7 @@ class SearchSettings:
     grace_period: int = 10
     reduction_factor: int = 3
     mode: str = "vectorised"
+    metric: str = METRIC
 
     def check(self) -> None:
         if not isinstance(self.trials, int) or self.trials < 1:
@@ -268,9 +309,11 @@ class SearchSettings:
 
 
 class Runner(Protocol):
-    """Runs the trials of a search (see :class:`dtl_dist.engines.ray.TuneRunner`)."""
+    """Runs the trials of a search (see :class:`dtl_dist.engines.ray.TuneRunner`): samples ``settings.trials``
+    configs from ``space``, calls ``trial`` on each and returns one record per trial (see
+    :meth:`SearchResult.from_outcomes`)."""
 
-    def run(self, data: TuneData, space, settings: SearchSettings) -> SearchResult: ...
+    def run(self, trial: Trial, space, settings: SearchSettings) -> list[dict]: ...
 
 
 def check_space(space, n_bands: int, *, draws: int = 200, seed: int = 0) -> None:
@@ -327,4 +370,4 @@ def tune(data: TuneData, space, *, trials: int, runner: Runner, seed: int = 0, m
         max_epochs = int(max(epochs.choices) if hasattr(epochs, "choices") else epochs.high)
     settings = SearchSettings(trials, seed, max_epochs, min(grace_period, max_epochs), reduction_factor, mode)
     settings.check()
-    return runner.run(data, space, settings)
+    return SearchResult.from_outcomes(runner.run(Trial(data, space, mode, seed), space, settings))

@@ -9,8 +9,8 @@ A :class:`SearchSpace` maps flat names to :class:`Int`, :class:`Float` or :class
 parameters. Block parameters are named per block, ``conv{i}_filters`` (i = 0..3) and ``fc{i}_nodes``
 (i = 0..4): see :data:`CONV_KEYS`, :data:`FC_KEYS`, :data:`TRAIN_KEYS`. A trial is a flat dict of the
 *active* names (the blocks in use, ``pool_size`` only with pooling, ``dropout_rate`` only with dropout
-on); inactive names are ignored, so a sampler that draws every name independently (Ray Tune's
-:meth:`SearchSpace.to_tune`) also works. The optional ``preprocessing`` name is passed through in the
+on); inactive names are ignored, so a sampler that draws every name independently (e.g.
+:func:`dtl_dist.engines.ray.param_space`) also works. The optional ``preprocessing`` name is passed through in the
 flat dict for the caller to apply.
 
 References
@@ -124,11 +124,6 @@ class Int:
     def suggest(self, trial, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, log=self.log)
 
-    def to_tune(self):
-        from ray import tune
-
-        return tune.lograndint(self.low, self.high + 1) if self.log else tune.randint(self.low, self.high + 1)
-
     def to_dict(self) -> dict:
         return {"type": "int", "low": int(self.low), "high": int(self.high), "log": self.log}
 
@@ -161,11 +156,6 @@ class Float:
     def suggest(self, trial, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log)
 
-    def to_tune(self):
-        from ray import tune
-
-        return tune.loguniform(self.low, self.high) if self.log else tune.uniform(self.low, self.high)
-
     def to_dict(self) -> dict:
         return {"type": "float", "low": float(self.low), "high": float(self.high), "log": self.log}
 
@@ -190,11 +180,6 @@ class Categorical:
 
     def suggest(self, trial, name: str):
         return trial.suggest_categorical(name, list(self.choices))
-
-    def to_tune(self):
-        from ray import tune
-
-        return tune.choice(list(self.choices))
 
     def to_dict(self) -> dict:
         return {"type": "categorical", "choices": list(self.choices)}
@@ -340,10 +325,6 @@ class SearchSpace:
         Usable as Ray Tune's ``OptunaSearch(space=lambda trial: None ...)`` body or directly with Optuna.
         """
         return self._walk(lambda name, param: param.suggest(trial, name))
-
-    def to_tune(self) -> dict:
-        """Ray Tune ``param_space``: every name drawn independently (imports ``ray.tune`` lazily)."""
-        return {name: param.to_tune() for name, param in self.params.items()}
 
     def active(self, flat: dict) -> dict:
         """The active names of ``flat`` (drop the blocks beyond the block counts and unused switches)."""

@@ -5,15 +5,12 @@ search on one GPU). :class:`LibraryBatches` streams shuffled mini-batches straig
 Zarr chunks at a time, so the library never has to fit in memory; :func:`fit_library` trains a CNN on
 them with early stopping on an in-memory validation sample.
 
-Data-parallel training over several GPUs (or CPU processes) uses ``torch.distributed``: start one
-process per device with ``torchrun``, each calling :func:`fit_library`, which then wraps the model in
-``DistributedDataParallel`` and gives every rank its own share of each global batch::
-
-    torchrun --nproc_per_node=4 -m dtl_dist.nn.stream LIBRARY.zarr CNN_CONFIG.json OUT_MODEL_DIR
-
-(``--nnodes``/``--rdzv-endpoint`` for several nodes). With ``W`` ranks of batch ``b``, rank ``r`` gets
-rows ``[(jW + r) b, (jW + r + 1) b)`` of the ``j``-th global batch of ``W b`` shuffled rows, so W ranks
-take exactly the steps one process would take with batch ``W b`` (gradients are averaged by DDP).
+Data-parallel training over several GPUs (or CPU processes) takes an injected ``data_parallel`` engine
+(:class:`dtl_dist.engines.torch_ddp.DataParallel` under ``torchrun``) that gives this process its rank and
+world size and wraps the model; every rank then gets its own share of each global batch. With ``W`` ranks of
+batch ``b``, rank ``r`` gets rows ``[(jW + r) b, (jW + r + 1) b)`` of the ``j``-th global batch of ``W b``
+shuffled rows, so W ranks take exactly the steps one process would take with batch ``W b`` (the engine
+averages the gradients).
 
 References
 ----------
@@ -23,7 +20,6 @@ Shen Z. et al. (2022), section 2.3.1 and Table 2 (the global and country 1D-CNNs
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +29,7 @@ import zarr
 
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.builder import CNNConfig, build_cnn, set_generator
-from dtl_dist.nn.trainer import TrainConfig, make_optimizer
+from dtl_dist.nn.trainer import TrainConfig, make_optimizer, run_epochs
 from dtl_dist.spectra.preprocess import SNV
 
 
@@ -148,16 +144,20 @@ class LibraryFit:
         return self.samples / self.seconds if self.seconds else math.nan
 
 
-def _distributed() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class SingleProcess:
+    """The default ``data_parallel`` engine: this process alone (rank 0 of 1), the model as it is."""
+
+    rank, world_size = 0, 1
+
+    @staticmethod
+    def wrap(model):
+        return model
 
 
 def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, target: str = "soc", rows=None,
-                validation=None, buffer_chunks: int = 2, device: str = "cpu") -> LibraryFit:
-    """Train one 1D-CNN on a spectral library streamed from Zarr, data-parallel under ``torch.distributed``.
+                validation=None, buffer_chunks: int = 2, device: str = "cpu", data_parallel=None) -> LibraryFit:
+    """Train one 1D-CNN on a spectral library streamed from Zarr (section 2.3.1), data-parallel when an engine
+    is given.
 
     Parameters
     ----------
@@ -168,6 +168,8 @@ def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, ta
     validation : ``(X_val, y_val)`` SNV-preprocessed, in memory, for early stopping (``patience``).
     buffer_chunks : store chunks shuffled together.
     device : torch device of this rank.
+    data_parallel : an object with ``rank``, ``world_size`` and ``wrap(model)`` (default :class:`SingleProcess`;
+        :class:`dtl_dist.engines.torch_ddp.DataParallel` under ``torchrun``).
 
     Returns
     -------
@@ -175,26 +177,24 @@ def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, ta
     """
     import time
 
-    rank, world = _distributed()
+    parallel = data_parallel or SingleProcess()
     batches = LibraryBatches(library, target, rows=rows, batch_size=train_config.batch_size,
-                             buffer_chunks=buffer_chunks, seed=train_config.seed, rank=rank, world_size=world)
+                             buffer_chunks=buffer_chunks, seed=train_config.seed, rank=parallel.rank,
+                             world_size=parallel.world_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_config.seed)
         model = build_cnn(cnn_config, library.n_bands).to(device)
     generator = torch.Generator(device=device)
-    generator.manual_seed(train_config.seed + rank)
+    generator.manual_seed(train_config.seed + parallel.rank)
     set_generator(model, generator)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model)
+    net = parallel.wrap(model)
     optimizer = make_optimizer(net.parameters(), train_config)
     if validation is not None:
         Xv = torch.as_tensor(np.asarray(validation[0], dtype=np.float32), device=device).unsqueeze(1)
         yv = torch.as_tensor(np.asarray(validation[1], dtype=np.float32), device=device)
     fit = LibraryFit({}, 0)
-    best, wait = math.inf, 0
-    start = time.perf_counter()
-    for epoch in range(train_config.max_epochs):
+
+    def train_epoch(active, epoch):
         batches.set_epoch(epoch)
         net.train()
         total, count = 0.0, 0
@@ -207,51 +207,18 @@ def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, ta
             total += loss.item() * len(y)
             count += len(y)
         fit.samples += count
-        fit.epochs = epoch + 1
-        fit.train_loss.append(total / max(count, 1))
-        if validation is None:
-            fit.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            continue
+        return {0: total / max(count, 1)}
+
+    @torch.no_grad()
+    def validate(active):
         net.eval()
-        with torch.no_grad():
-            val = torch.mean((model(Xv) - yv) ** 2).item()
-        fit.val_loss.append(val)
-        if val < best:
-            best, wait = val, 0
-            fit.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            wait += 1
-            if wait >= train_config.patience:
-                break
+        return {0: math.nan if validation is None else torch.mean((model(Xv) - yv) ** 2).item()}
+
+    start = time.perf_counter()
+    stopper, = run_epochs(1, train_config, train_epoch, validate,
+                          lambda i: {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                          lambda i, state: model.load_state_dict(state))
     fit.seconds = time.perf_counter() - start
+    fit.state_dict, fit.epochs = stopper.state, stopper.epochs
+    fit.train_loss, fit.val_loss = stopper.train_loss, [v for v in stopper.val_loss if not math.isnan(v)]
     return fit
-
-
-def main(argv=None) -> int:  # pragma: no cover - exercised through torchrun by users
-    """``torchrun ... -m dtl_dist.nn.stream LIBRARY CNN_CONFIG.json OUT_DIR``: data-parallel library training."""
-    import json
-    import os
-
-    from dtl_dist.library import SpectralLibrary
-    from dtl_dist.nn.model_dir import save_model
-
-    library_path, config_path, out = (argv or sys.argv[1:])[:3]
-    spec = json.loads(Path(config_path).read_text())
-    if "WORLD_SIZE" in os.environ:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, _ = _distributed()
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    library = SpectralLibrary.open(library_path)
-    fit = fit_library(library, CNNConfig.from_dict(spec["cnn_config"]),
-                      TrainConfig.from_dict(spec.get("train_config", {})), device=device)
-    if rank == 0:
-        save_model(out, CNNConfig.from_dict(spec["cnn_config"]), [fit.state_dict], wavelengths=library.wavelengths,
-                   training={"train_config": spec.get("train_config", {}), "epochs": fit.epochs},
-                   provenance={"library": str(library_path)})
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -200,8 +200,10 @@ def _state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-class _EarlyStopping:
-    """Keep the best validation loss and weights; signal a stop after ``patience`` epochs without one."""
+class EarlyStopping:
+    """Early stopping of one model (Prechelt 1998): keep the weights of the lowest validation loss and stop
+    after ``patience`` epochs without a lower one, or as soon as the training loss is not finite. Without
+    validation data (``val_loss`` NaN every epoch) the model trains every epoch and keeps its last weights."""
 
     def __init__(self, patience: int):
         self.patience = patience
@@ -213,21 +215,60 @@ class _EarlyStopping:
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []
 
-    def record(self, epoch, train_loss, val_loss) -> None:
+    def update(self, epoch: int, train_loss: float, val_loss: float, snapshot: Callable[[], dict]) -> bool:
+        """Record an epoch (``snapshot()`` returns the current weights); True when training should stop."""
         self.epochs = epoch + 1
         self.train_loss.append(train_loss)
         self.val_loss.append(val_loss)
-
-    def update(self, epoch, train_loss, val_loss, model) -> bool:
-        """Record an epoch; True when training should stop."""
-        self.record(epoch, train_loss, val_loss)
         if not math.isfinite(train_loss):
             return True
+        if math.isnan(val_loss):
+            return False
         if val_loss < self.best:
-            self.best, self.best_epoch, self.state, self.wait = val_loss, epoch, _state(model), 0
+            self.best, self.best_epoch, self.state, self.wait = val_loss, epoch, snapshot(), 0
             return False
         self.wait += 1
         return self.wait >= self.patience
+
+
+def run_epochs(n_models: int, config: TrainConfig, train_epoch, validate, snapshot, restore,
+               on_epoch: EpochCallback | None = None) -> list[EarlyStopping]:
+    """The one epoch loop of every 1D-CNN training path (fold models, a single model, a streamed library model).
+
+    Parameters
+    ----------
+    n_models : models trained together (each stops on its own).
+    config : ``max_epochs`` and ``patience``.
+    train_epoch : ``train_epoch(active, epoch) -> {model: mean training loss}`` over the models still training.
+    validate : ``validate(active) -> {model: validation loss}`` (NaN without validation data).
+    snapshot : ``snapshot(model) -> state_dict`` copy of a model's current weights.
+    restore : ``restore(model, state_dict)`` loads the kept weights into a model at the end.
+    on_epoch : ``on_epoch(model, epoch, train_loss, val_loss)`` after every epoch of every active model.
+
+    Returns
+    -------
+    list of EarlyStopping, one per model, with its kept weights in ``state`` (restored into the model).
+    """
+    stoppers = [EarlyStopping(config.patience) for _ in range(n_models)]
+    active = list(range(n_models))
+    for epoch in range(config.max_epochs):
+        train_loss = train_epoch(active, epoch)
+        val_loss = validate(active)
+        still = []
+        for i in active:
+            if on_epoch is not None:
+                on_epoch(i, epoch, train_loss[i], val_loss[i])
+            if not stoppers[i].update(epoch, train_loss[i], val_loss[i], lambda i=i: snapshot(i)):
+                still.append(i)
+        active = still
+        if not active:
+            break
+    for i, stopper in enumerate(stoppers):
+        if stopper.state is None:  # no validation, or it never improved: the last weights
+            stopper.state = snapshot(i)
+        else:
+            restore(i, stopper.state)
+    return stoppers
 
 
 @torch.no_grad()
@@ -321,19 +362,18 @@ def fit_model(
         cnn_config, n_bands, train_config.seed if seed is None else seed, init_state, frozen_blocks, device
     )
     Xt, yt = _as_tensor(X_train, device), torch.as_tensor(y_train, device=device)
-    report = None if on_epoch is None else (lambda *args: on_epoch(0, *args))
-    stopper = _train_one(model, generator, Xt, yt, validation, train_config, report)
+    stopper = _train_one(model, generator, Xt, yt, validation, train_config, on_epoch)
     val_rmse = math.sqrt(stopper.best) if math.isfinite(stopper.best) else math.nan
     return FitResult(
         model, stopper.state, stopper.epochs, stopper.best_epoch, val_rmse, stopper.train_loss, stopper.val_loss
     )
 
 
-def _train_one(model, generator, Xt, yt, validation, train_config, report) -> _EarlyStopping:
-    """Train one model in place; leave it with its kept weights in eval mode."""
+def _train_one(model, generator, Xt, yt, validation, train_config, report) -> EarlyStopping:
+    """Train one model in place (:func:`run_epochs`); leave it with its kept weights in eval mode."""
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], train_config)
-    stopper = _EarlyStopping(train_config.patience)
-    for epoch in range(train_config.max_epochs):
+
+    def train_epoch(active, epoch):
         model.train()
         order = torch.randperm(len(Xt), generator=generator, device=generator.device)
         total = 0.0
@@ -343,24 +383,16 @@ def _train_one(model, generator, Xt, yt, validation, train_config, report) -> _E
             loss.backward()
             optimizer.step()
             total += loss.item() * len(batch)
-        train_loss = total / len(Xt)
+        return {0: total / len(Xt)}
+
+    def validate(active):
         model.eval()
         if validation is None:
-            if report is not None:
-                report(epoch, train_loss, math.nan)
-            stopper.record(epoch, train_loss, math.nan)
-            if not math.isfinite(train_loss):
-                break
-            continue
-        val_loss = torch.mean((_predict(model, validation[0]) - validation[1]) ** 2).item()
-        if report is not None:
-            report(epoch, train_loss, val_loss)
-        if stopper.update(epoch, train_loss, val_loss, model):
-            break
-    if stopper.state is None:
-        stopper.state = _state(model)
-    else:
-        model.load_state_dict(stopper.state)
+            return {0: math.nan}
+        return {0: torch.mean((_predict(model, validation[0]) - validation[1]) ** 2).item()}
+
+    stopper, = run_epochs(1, train_config, train_epoch, validate, lambda i: _state(model),
+                          lambda i, state: model.load_state_dict(state), report)
     model.eval()
     return stopper
 
@@ -510,7 +542,7 @@ def cross_validate(
             train = torch.as_tensor(np.flatnonzero(fold_ids != f), device=device)
             val = torch.as_tensor(np.flatnonzero(fold_ids == f), device=device)
             model, generator = _new_model(cnn_config, n_bands, seeds[f], init_state, frozen_blocks, device)
-            report = None if on_epoch is None else (lambda *args, f=f: on_epoch(f, *args))
+            report = None if on_epoch is None else (lambda _, *args, f=f: on_epoch(f, *args))
             validation = (Xt[val], yt[val])
             stoppers.append(_train_one(model, generator, Xt[train], yt[train], validation, train_config, report))
     else:
@@ -549,9 +581,8 @@ def _fit_folds_vectorised(
     fold_index = torch.as_tensor(fold_ids, device=device)
     train_rows = [torch.nonzero(fold_index != f).squeeze(1) for f in range(k)]
     val_rows = [torch.nonzero(fold_index == f).squeeze(1) for f in range(k)]
-    stoppers = [_EarlyStopping(train_config.patience) for _ in range(k)]
-    active = list(range(k))
-    for epoch in range(train_config.max_epochs):
+
+    def train_epoch(active, epoch):
         for model in models:
             model.train()
         batches = {}
@@ -579,23 +610,15 @@ def _fit_folds_vectorised(
                 for name, p in zip(trainable, params):
                     p.grad = stack.params[name].grad[f] if f in stepping else None
             optimizer.step()
+        return {f: totals[f] / len(train_rows[f]) for f in active}
+
+    def validate(active):
         for model in models:
             model.eval()
-        val_loss = _validation_losses(stack, Xt, yt, val_rows, active)
-        still = []
-        for f in active:
-            train_loss = totals[f] / len(train_rows[f])
-            if on_epoch is not None:
-                on_epoch(f, epoch, train_loss, val_loss[f])
-            if not stoppers[f].update(epoch, train_loss, val_loss[f], models[f]):
-                still.append(f)
-        active = still
-        if not active:
-            break
-    for f, stopper in enumerate(stoppers):
-        if stopper.state is None:
-            stopper.state = _state(models[f])
-    return stoppers
+        return _validation_losses(stack, Xt, yt, val_rows, active)
+
+    return run_epochs(k, train_config, train_epoch, validate, lambda f: _state(models[f]),
+                      lambda f, state: models[f].load_state_dict(state), on_epoch)
 
 
 @torch.no_grad()

@@ -3,11 +3,22 @@
 The active pool K starts as the whole library (samples with a measured target). Each iteration draws
 ``B ~ |K| b / m`` random subsets of ``m`` library samples, fits a PLS1 model with ``ncomp`` components on
 each (the batched kernel of :mod:`dtl_dist.linear.pls_kernel`) and scores the subset on the site's labelled
-local samples. A sample's *weakness* is the mean score of the subsets that contained it in this
-iteration; samples whose weakness is at or above the ``retain`` quantile are dropped (none when that
-would be every sample, i.e. all weaknesses are equal); a subset whose fit fails scores as the worst one.
-The search stops when ``|K| <= k (1 + r)`` (``r = 1 - retain``), after 5 iterations without change, or
-when too few samples remain, and returns the last pool with at least ``k`` samples.
+local samples. A sample's *weakness* is the mean score of the subsets that contained it in this iteration,
+and the iteration drops its share of the weakest samples: ``d = min(ceil(r |K|), |K| - k)`` with
+``r = 1 - retain``. Samples tied at the threshold are ordered by a random key drawn from the iteration's
+stream, so ties never drop more than ``d``. The search stops when ``|K| <= k (1 + r)``; since no iteration
+goes below ``k``, the selection has between ``k`` and ``ceil(k (1 + r))`` samples for any ``k`` in
+``[ncomp + 2, |library| - 1]``.
+
+Subset size. A subset as large as the pool gives every sample the same score, so nothing can be told apart.
+The subsets therefore shrink with the pool: ``m_K = min(m, max(ncomp + 2, floor(|K| / 2)))``, which keeps
+``m`` while ``|K| >= 2m`` (every large-library iteration is unchanged), gives at least two subsets per round
+below that, and never fewer than ``ncomp + 2`` samples, so each subset's PLS keeps a residual degree of
+freedom after centring and ``ncomp`` components.
+
+A subset whose fit fails or whose score is not finite (a singular PLS system: e.g. a rank-deficient subset
+under the Mahalanobis criterion) scores +inf; it is counted in the trace (``n_failed``), logged, and ranks as
+the iteration's worst subset. An iteration in which no subset can be scored is an error.
 
 Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks, shared=()) -> list`` function
 (default: in-process) that calls ``fn(block, *shared)``; :mod:`dtl_dist.engines` supplies distributed ones,
@@ -19,9 +30,11 @@ depend on the number of workers or on the block size.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -36,8 +49,7 @@ CRITERIA = ("rmse", "reconstruction", "mahalanobis")
 error of the local spectra in the subset's PLS space; Mahalanobis distance between the local and subset
 score centroids (the last two need no local values, for sites with few labels)."""
 
-STALL_ITERATIONS = 5
-"""Stop after this many consecutive iterations that drop no sample."""
+LOG = logging.getLogger(__name__)
 
 TRACE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -59,17 +71,18 @@ class SearchContext:
     criterion: str
     preprocess: object | None  # row-wise transformer applied to library spectra (e.g. SNV)
     dtype: str
-    subset: int
     b: int
     seed: int
 
 
 @dataclass(frozen=True)
 class IterationPool:
-    """What changes per iteration: its number (keys the random stream) and the active pool (library rows)."""
+    """What changes per iteration: its number (keys the random stream), the active pool (library rows) and
+    the subset size for this pool (:func:`subset_size`)."""
 
     iteration: int
     pool: np.ndarray  # (|K|,) int32
+    subset: int
 
 
 @dataclass(frozen=True)
@@ -120,7 +133,7 @@ def _library_array(library, preprocess) -> np.ndarray:
 def score_block(block: SubsetBlock, context: SearchContext, draw: IterationPool) -> np.ndarray:
     """The task of one block: re-draw the iteration's subsets, take the block's slice and score it."""
     X = _library_array(context.library, context.preprocess)
-    positions = iteration_subsets(draw.pool.size, context.subset, context.b, context.seed, draw.iteration)
+    positions = iteration_subsets(draw.pool.size, draw.subset, context.b, context.seed, draw.iteration)
     rows = draw.pool[positions[block.start:block.stop]]
     return score_subsets(X, rows, context.library_y[rows], context)
 
@@ -167,7 +180,8 @@ def _score_chunk(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context:
         diff = T_local.mean(dim=1) - T_subset.mean(dim=1)
         centred = T_subset - T_subset.mean(dim=1, keepdim=True)
         cov = centred.mT @ centred / (m - 1)
-        score = (diff * torch.linalg.solve(cov, diff)).sum(dim=1).clamp_min(0).sqrt()
+        solved, info = torch.linalg.solve_ex(cov, diff)  # info != 0: singular score covariance
+        score = torch.where(info == 0, (diff * solved).sum(dim=1).clamp_min(0).sqrt(), torch.inf)
     score = score.double().numpy()
     return np.where(np.isfinite(score), score, np.inf)
 
@@ -218,15 +232,42 @@ def weakness(subsets: np.ndarray, scores: np.ndarray, pool_size: int) -> np.ndar
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def subset_size(pool_size: int, m: int, ncomp: int) -> int:
+    """Samples per subset for a pool of ``pool_size``: ``min(m, max(ncomp + 2, pool_size // 2))`` (see the
+    module notes: at least two subsets per round, at least ``ncomp + 2`` samples each)."""
+    return min(m, max(ncomp + 2, pool_size // 2))
+
+
+def drop_share(pool_size: int, k: int, retain: float) -> int:
+    """Samples an iteration drops: ``ceil((1 - retain) |K|)``, never taking the pool below ``k``."""
+    share = math.ceil(round((1 - retain) * pool_size, 9))
+    return max(0, min(share, pool_size - k))
+
+
+def drop_weakest(weak: np.ndarray, n_drop: int, key: np.ndarray) -> np.ndarray:
+    """Boolean mask of the ``n_drop`` samples with the highest weakness; among equal weaknesses the higher
+    ``key`` goes first, so ties at the threshold never drop more than ``n_drop``. A sample in no subset (NaN
+    weakness) is never dropped."""
+    scored = np.flatnonzero(np.isfinite(weak))
+    order = scored[np.lexsort((-key[scored], -weak[scored]))]
+    drop = np.zeros(weak.size, dtype=bool)
+    drop[order[:n_drop]] = True
+    return drop
+
+
+def tie_keys(pool_size: int, seed: int, iteration: int) -> np.ndarray:
+    """Random order of the pool used to break weakness ties, from the iteration's own keyed stream."""
+    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=(iteration, 1))))
+    return rng.random(pool_size)
+
+
 @dataclass
 class RSLocalState:
     """Search state after ``iteration`` iterations: enough to resume (checkpoint) or to report."""
 
     iteration: int
     pool: np.ndarray  # library rows in the active pool K
-    stall: int = 0
     trace: list = field(default_factory=list)
-    stop_reason: str | None = None
 
 
 @dataclass
@@ -235,16 +276,15 @@ class RSLocalResult:
 
     Attributes
     ----------
-    selected : library rows of the selected samples (the last pool with at least ``k`` samples).
-    trace : one dict per iteration: iteration, pool_size, n_subsets, dropped, threshold and the
-        subset score quantiles (score_min, score_q05, ..., score_max).
-    stop_reason : "target" (|K| <= k(1+r)), "stalled" (5 iterations without change) or "too_few".
+    selected : library rows of the selected samples (between ``k`` and ``ceil(k (1 + r))`` of them).
+    trace : one dict per iteration: iteration, pool_size, subset (m used), n_subsets, n_failed (subsets
+        scored +inf), dropped, threshold and the subset score quantiles (score_min, score_q05, ..., score_max).
+    n_iterations : iterations run.
     n_skipped : library samples left out because their target is NaN.
     """
 
     selected: np.ndarray
     trace: list
-    stop_reason: str
     n_iterations: int
     n_skipped: int
 
@@ -261,16 +301,13 @@ def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_
         raise UserInputError(f"retain={retain}: expected a fraction strictly between 0 and 1")
     if b < 1:
         raise UserInputError(f"b={b}: expected at least 1 appearance per sample per iteration")
-    if not 0 < ncomp < subset:
-        raise UserInputError(f"ncomp={ncomp}: expected 1 <= ncomp < subset size ({subset})")
+    if not 1 <= ncomp <= subset - 2:
+        raise UserInputError(f"ncomp={ncomp}: expected 1 <= ncomp <= subset size - 2 ({subset - 2})")
     if ncomp > local_X.shape[1]:
         raise UserInputError(f"ncomp={ncomp}: more components than bands ({local_X.shape[1]})")
-    if not 0 < k < n_valid:
-        raise UserInputError(
-            f"k={k}: expected 1 <= k < library size ({n_valid} samples with a measured target)"
-        )
-    if subset > n_valid:
-        raise UserInputError(f"subset={subset}: larger than the library ({n_valid} samples with a measured target)")
+    if not ncomp + 2 <= k <= n_valid - 1:
+        raise UserInputError(f"k={k}: expected {ncomp + 2} <= k <= {n_valid - 1} (ncomp + 2 up to the library "
+                             f"size - 1; the library has {n_valid} samples with a measured target)")
     if local_X.shape[0] < 3:
         raise UserInputError(f"site: {local_X.shape[0]} labelled local samples; RS-LOCAL needs at least 3")
     if criterion == "rmse":
@@ -294,8 +331,8 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
         Library targets; NaN rows are left out (counted in ``n_skipped``).
     local_X, local_y : ndarray (n, p), (n,)
         The site's labelled local samples (``local_y`` may be None for the criteria that need no values).
-    k : number of library samples to select.
-    subset : samples per random subset (m).
+    k : number of library samples to select: the selection has between ``k`` and ``ceil(k (1 + r))``.
+    subset : samples per random subset (m); smaller once the pool is below ``2 m`` (:func:`subset_size`).
     b : appearances of each sample per iteration.
     retain : fraction of the pool kept per iteration (1 - r).
     ncomp : PLS components of the subset models.
@@ -330,42 +367,38 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
             library = prepare_library(np.asarray(library), preprocess)
     run = map_blocks or serial_map
     context = SearchContext(library, library_y.astype(dtype), local_X, local_y, ncomp, criterion, preprocess, dtype,
-                            subset, b, seed)
+                            b, seed)
     state = state or RSLocalState(iteration=0, pool=valid)
     target = k * (1 + (1 - retain))
+    step = max(1, -(-block_size // CHUNK)) * CHUNK
 
-    while state.stop_reason is None:
+    while state.pool.size > target:
         pool = state.pool
-        if pool.size <= target or pool.size < subset:
-            state = replace(state, stop_reason="target" if pool.size <= target else "too_few")
-            break
-        positions = iteration_subsets(pool.size, subset, b, seed, state.iteration)
-        step = max(1, -(-block_size // CHUNK)) * CHUNK
+        m = subset_size(pool.size, subset, ncomp)
+        positions = iteration_subsets(pool.size, m, b, seed, state.iteration)
         blocks = [SubsetBlock(i, min(i + step, len(positions))) for i in range(0, len(positions), step)]
-        draw = IterationPool(state.iteration, pool.astype(np.int32))
+        draw = IterationPool(state.iteration, pool.astype(np.int32), m)
         scores = np.concatenate(run(score_block, blocks, shared=(context, draw)))
-        finite = scores[np.isfinite(scores)]
-        worst = finite.max() if finite.size else 0.0
-        scores = np.where(np.isfinite(scores), scores, worst)
+        failed = ~np.isfinite(scores)
+        if failed.all():
+            raise UserInputError(f"RS-LOCAL iteration {state.iteration + 1}: no subset of {m} library samples could "
+                                 f"be fitted with {ncomp} PLS components (all {len(scores)} scores non-finite)")
+        if failed.any():
+            LOG.warning("RS-LOCAL iteration %d: %d of %d subsets could not be fitted (singular PLS system); they "
+                        "score as the worst subset", state.iteration + 1, failed.sum(), len(scores))
+        scores = np.where(failed, scores[~failed].max(), scores)
         weak = weakness(positions, scores, pool.size)
-        threshold = float(np.nanquantile(weak, retain)) if np.any(np.isfinite(weak)) else np.nan
-        drop = weak >= threshold
-        if drop.sum() == np.isfinite(weak).sum():
-            drop[:] = False  # all weaknesses equal: nothing tells the samples apart
-        keep = ~drop
-        row = {"iteration": state.iteration + 1, "pool_size": int(pool.size), "n_subsets": int(len(positions)),
-               "dropped": int((~keep).sum()), "threshold": threshold, "score_min": float(scores.min())}
+        drop = drop_weakest(weak, drop_share(pool.size, k, retain), tie_keys(pool.size, seed, state.iteration))
+        row = {"iteration": state.iteration + 1, "pool_size": int(pool.size), "subset": m,
+               "n_subsets": int(len(positions)), "n_failed": int(failed.sum()), "dropped": int(drop.sum()),
+               "threshold": float(weak[drop].min()) if drop.any() else math.nan, "score_min": float(scores.min())}
         row |= {f"score_q{int(round(q * 100)):02d}": float(v) for q, v in zip(TRACE_QUANTILES,
                                                                           np.quantile(scores, TRACE_QUANTILES))}
         row["score_max"] = float(scores.max())
-        new_pool = pool[keep]
-        stall = state.stall + 1 if new_pool.size == pool.size else 0
-        stop = "too_few" if new_pool.size < k else ("stalled" if stall >= STALL_ITERATIONS else None)
-        state = replace(state, iteration=state.iteration + 1, pool=pool if new_pool.size < k else new_pool,
-                        stall=stall, trace=[*state.trace, row], stop_reason=stop)
+        state = RSLocalState(iteration=state.iteration + 1, pool=pool[~drop], trace=[*state.trace, row])
         if on_iteration is not None:
             on_iteration(state)
     with _draws_lock:
         _draws.clear()
-    return RSLocalResult(selected=state.pool, trace=state.trace, stop_reason=state.stop_reason,
-                         n_iterations=state.iteration, n_skipped=int(library_y.size - valid.size))
+    return RSLocalResult(selected=state.pool, trace=state.trace, n_iterations=state.iteration,
+                         n_skipped=int(library_y.size - valid.size))

@@ -2,8 +2,8 @@
 
 A small, complete instance of the paper's design (Fig. 2a) on public data, run in-process / on a local Ray:
 
-1. ingest a library (Geeves NSW, AU, from ``../shared/data`` when present, plus the LimeSoDa vis-NIR sites
-   other than the local one) and the local site, as absorbance on 420-2500 nm every 10 nm (section 2.2);
+1. ingest a library (the LimeSoDa vis-NIR sites other than the local one, plus the Geeves NSW library, AU,
+   when the user's data folder ``--data-dir`` / ``DTL_DATA`` holds it) and the local site, as absorbance on 420-2500 nm every 10 nm (section 2.2);
 2. split the site by Kennard-Stone into n = 30 local_labelled and N - n local_test (section 2.1);
 3. transfer instances with RS-LOCAL (section 2.3.2) to the k + n localised data;
 4. compare, on the local_test: local PLS vs RS-LOCAL-PLS, and the local 1D-CNN vs DTL-I (a 1D-CNN searched
@@ -23,7 +23,7 @@ import pandas as pd
 
 from dtl_dist.library.atomic import atomic_path, remove_path, write_json
 from dtl_dist.library.ingest import REAL_DATA_GRID, VISNIR_SITES, ingest, limesoda_source
-from dtl_dist.library.real_data import GEEVES, default_data_dir, geeves_source
+from dtl_dist.library.real_data import DATA_ENV, data_dir, library_sources
 from dtl_dist.library.store import SpectralLibrary
 from dtl_dist.library.summary import library_info, render_info
 from dtl_dist.metrics import delta_rmse, evaluate
@@ -42,18 +42,17 @@ class DemoConfig:
     trials: int = 8
     folds: int = 10
     seed: int = 0
+    data_dir: str | None = None
 
 
 def _stores(config: DemoConfig, echo) -> tuple[Path, Path]:
     data = Path(config.out) / "data"
     library, site = data / "library.zarr", data / f"{config.site}.zarr"
     if not library.exists():
-        sources = [limesoda_source(s) for s in VISNIR_SITES if s != config.site]
-        if (default_data_dir() / GEEVES).is_dir():
-            sources.insert(0, geeves_source(default_data_dir()))
-        else:
-            echo(f"note: {default_data_dir() / GEEVES} is absent; the library holds the LimeSoDa sites only")
-        ingest(sources, library, grid=REAL_DATA_GRID)
+        folder = data_dir(config.data_dir)
+        if folder is None:
+            echo(f"note: no --data-dir or {DATA_ENV}; the library holds the LimeSoDa sites only")
+        ingest(library_sources([s for s in VISNIR_SITES if s != config.site], folder), library, grid=REAL_DATA_GRID)
     if not site.exists():
         ingest([limesoda_source(config.site)], site, grid=REAL_DATA_GRID)
         select_local(site, config.n)

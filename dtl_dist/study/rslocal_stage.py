@@ -4,11 +4,11 @@ Reads the library and the site (its Kennard-Stone split from ``dtl select-local`
 grid, units and preprocessing, runs :func:`dtl_dist.select.rslocal` in-process or on Dask, and writes
 into the output directory:
 
-``selected.csv``      the k selected library samples (sample_id, row, target)
+``selected.csv``      the selected library samples (sample_id, row, target), after a ``# n_selected=...`` line
 ``trace.csv/.png``    per iteration: |K|, subsets, dropped, subset score quantiles
 ``localised.zarr``    the k + n localised store (selected library samples + the n local_labelled)
-``baseline.json``     RS-LOCAL-PLS (PLSR on k + n, components by 10-fold CV) and local PLS (on the n)
-                      evaluated on the site's local_test
+``baseline.json``     n_selected (between k_requested and ceil(k (1 + r))), RS-LOCAL-PLS (PLSR on k + n,
+                      components by 10-fold CV) and local PLS (on the n) evaluated on the site's local_test
 ``predictions.csv``   their estimates for each local_test sample beside the observed value
 ``config.json``       the configuration that made them
 ``checkpoint.npz``    the search state after the last iteration (``--resume`` continues from it)
@@ -106,8 +106,7 @@ def _open_out(config: RSLocalConfig) -> RSLocalState | None:
         raise UserInputError(f"--out {out}: no {CHECKPOINT} to resume from")
     with np.load(out / CHECKPOINT) as ck:
         saved = json.loads(str(ck["meta"]))
-        state = RSLocalState(iteration=saved["iteration"], pool=ck["pool"].astype(np.int64), stall=saved["stall"],
-                             trace=saved["trace"], stop_reason=saved["stop_reason"])
+        state = RSLocalState(iteration=saved["iteration"], pool=ck["pool"].astype(np.int64), trace=saved["trace"])
     mine = {key: getattr(config, key) for key in SEARCH_KEYS}
     changed = sorted(key for key in SEARCH_KEYS if saved["search"].get(key) != mine[key])
     if changed:
@@ -117,8 +116,8 @@ def _open_out(config: RSLocalConfig) -> RSLocalState | None:
 
 
 def _save_checkpoint(out: Path, config: RSLocalConfig, state: RSLocalState) -> None:
-    meta = {"iteration": state.iteration, "stall": state.stall, "trace": state.trace,
-            "stop_reason": state.stop_reason, "search": {key: getattr(config, key) for key in SEARCH_KEYS}}
+    meta = {"iteration": state.iteration, "trace": state.trace,
+            "search": {key: getattr(config, key) for key in SEARCH_KEYS}}
     with atomic_path(out / CHECKPOINT) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, pool=state.pool.astype(np.int64), meta=np.array(json.dumps(meta)))
@@ -180,7 +179,8 @@ def _write_outputs(out: Path, config: RSLocalConfig, inputs: Inputs, result, pre
     lib = inputs.library
     ids = lib.sample_id[selected] if len(selected) else np.array([], dtype=str)
     y_sel = inputs.library_y[selected]
-    lines = [f"sample_id,row,{config.target}"] + [f"{i},{r},{float(v)!r}" for i, r, v in zip(ids, selected, y_sel)]
+    lines = [f"# n_selected={len(selected)} k_requested={config.k}", f"sample_id,row,{config.target}"]
+    lines += [f"{i},{r},{float(v)!r}" for i, r, v in zip(ids, selected, y_sel)]
     write_text(out / "selected.csv", "\n".join(lines) + "\n")
     keys = list(result.trace[0]) if result.trace else ["iteration", "pool_size"]
     rows = [",".join(keys)] + [",".join(repr(row[k]) for k in keys) for row in result.trace]
@@ -188,12 +188,12 @@ def _write_outputs(out: Path, config: RSLocalConfig, inputs: Inputs, result, pre
     if result.trace:
         write_trace_png(out / "trace.png", result.trace, config.criterion)
     lib.subset(index=selected).save(out / "localised.zarr", overwrite=True, extra=inputs.labelled, provenance={
-        "stage": "rslocal", "library": str(config.library), "site": str(config.site), "k": len(selected),
+        "stage": "rslocal", "library": str(config.library), "site": str(config.site), "n_selected": len(selected),
         "n": inputs.labelled.n_samples})
 
-    baseline = {"site": str(config.site), "library": str(config.library), "k": int(len(selected)),
-                "n": int(inputs.labelled.n_samples), "stop_reason": result.stop_reason,
-                "iterations": result.n_iterations, "library_skipped_nan": inputs.n_skipped}
+    baseline = {"site": str(config.site), "library": str(config.library), "n_selected": int(len(selected)),
+                "k_requested": config.k, "n": int(inputs.labelled.n_samples), "iterations": result.n_iterations,
+                "library_skipped_nan": inputs.n_skipped}
     test_y = inputs.test.target(config.target) if config.target in inputs.test.targets else None
     if inputs.local_y is not None and test_y is not None and inputs.test.n_samples >= 2:
         measured = np.isfinite(test_y)

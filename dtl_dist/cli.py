@@ -223,21 +223,68 @@ def rslocal(
 
 @app.command()
 @user_errors
+def study(
+    library: Path = typer.Option(..., help="Global library store (absorbance, SOC)."),
+    site: Path = typer.Option(..., help="Site store; split by Kennard-Stone unless it has a split (select-local)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (stages/, models/, metrics.csv, ...)."),
+    country: Optional[str] = typer.Option(None, help="Country library as a view of --library, e.g. SE."),
+    country_library: Optional[Path] = typer.Option(None, help="Country library as a separate store."),
+    n_local: int = typer.Option(30, help="Local samples to label (Kennard-Stone), when the site has no split."),
+    k: int = typer.Option(100, "--k", help="Library samples RS-LOCAL transfers."),
+    budget: str = typer.Option("quick", help="quick (known-good small CNNs) or paper (hundreds of trials)."),
+    trials: Optional[int] = typer.Option(None, help="Trials per CNN search (default: the budget's)."),
+    cv_folds: int = typer.Option(5, help="Outer folds of the n labelled samples (cv_rmse, recommendation)."),
+    inner_folds: Optional[int] = typer.Option(None, help="Folds inside every model (default: the budget's)."),
+    seed: int = typer.Option(0, help="Seed of every split, draw and initialisation."),
+    target: str = typer.Option("soc", help="Target property."),
+    subset: int = typer.Option(100, help="RS-LOCAL subset size m."),
+    b: int = typer.Option(40, "--b", help="RS-LOCAL appearances of each sample per iteration."),
+    retain: float = typer.Option(0.95, help="RS-LOCAL fraction of the pool kept per iteration."),
+    ncomp: int = typer.Option(10, help="RS-LOCAL PLS components."),
+    max_epochs: Optional[int] = typer.Option(None, help="Cap on the epochs of every 1D-CNN (default: its own)."),
+    workers: int = typer.Option(2, help="Dask LocalCluster workers for RS-LOCAL (0: in-process)."),
+    scheduler_file: Optional[Path] = typer.Option(None, help="Run RS-LOCAL on the Dask cluster of this file."),
+    address: Optional[str] = typer.Option(None, help="Run RS-LOCAL on the Dask scheduler at this address."),
+    ray_address: Optional[str] = typer.Option(None, help="Run searches and transfers on this Ray cluster."),
+    cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the study in --out (same options)."),
+) -> None:
+    """The paper's nine models for one site, PLS and MBL baselines, and the model to use (Fig. 2, Table 3)."""
+    from dtl_dist.study.config import StudyConfig
+    from dtl_dist.study.main_job import format_metrics
+    from dtl_dist.study.run import run_study
+
+    config = StudyConfig(
+        library=str(library), site=str(site), out=str(out), country=country,
+        country_library=None if country_library is None else str(country_library), n_local=n_local, k=k,
+        budget=budget, trials=trials, cv_folds=cv_folds, inner_folds=inner_folds, seed=seed, target=target,
+        subset=subset, b=b, retain=retain, ncomp=ncomp, max_epochs=max_epochs, workers=workers,
+        scheduler_file=None if scheduler_file is None else str(scheduler_file), address=address,
+        ray_address=ray_address, cpus=cpus, resume=resume)
+    result = run_study(config, echo=lambda line: typer.echo(line, err=True))
+    typer.echo(format_metrics(result["metrics"]))
+
+
+@app.command()
+@user_errors
 def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (a rerun skips finished stages)."),
-    site: str = typer.Option("CV.98", help="LimeSoDa vis-NIR site used as the local site."),
-    n: int = typer.Option(30, "--n", help="Local samples to label, chosen by Kennard-Stone (the paper's n = 30)."),
-    k: int = typer.Option(100, "--k", help="Library samples RS-LOCAL transfers (the paper's k = 100)."),
-    trials: int = typer.Option(8, help="1D-CNN search trials per model (the paper: hundreds)."),
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (a rerun resumes)."),
+    site: str = typer.Option("UL.120", help="LimeSoDa vis-NIR site used as the local site."),
+    country: str = typer.Option("SE", help="Country of the site: its country library is that part of the "
+                                "global library."),
+    budget: str = typer.Option("quick", help="quick or paper."),
+    trials: Optional[int] = typer.Option(None, help="Trials per CNN search (default: the budget's)."),
     seed: int = typer.Option(0, help="Random seed."),
+    workers: int = typer.Option(2, help="Dask workers for RS-LOCAL (0: in-process)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with user data (geeves_nsw/); "
                                             "default $DTL_DATA, else the LimeSoDa sites only."),
 ) -> None:
-    """The main job on embedded defaults: real spectra -> stores -> Kennard-Stone -> RS-LOCAL -> PLS and CNN."""
-    from dtl_dist.study.demo import DemoConfig, run_demo
+    """The main job on embedded defaults: the study on a real LimeSoDa site (UL.120, country SE), quick budget."""
+    from dtl_dist.study.main_job import MainJob, run_main_job
 
-    run_demo(DemoConfig(out=str(out), site=site, n=n, k=k, trials=trials, seed=seed,
-                        data_dir=None if data_dir is None else str(data_dir)), echo=typer.echo)
+    run_main_job(MainJob(out=str(out), site=site, country=country, budget=budget, trials=trials, seed=seed,
+                         workers=workers, data_dir=None if data_dir is None else str(data_dir)),
+                 echo=typer.echo)
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -114,10 +114,12 @@ def test_frozen_blocks_do_not_change(mode):
     base = build_cnn(SMALL, X.shape[1]).state_dict()
     train = TrainConfig(lr=1e-2, batch_size=16, max_epochs=3, patience=5)
     cv = cross_validate(X, y, SMALL, train, folds=3, mode=mode, init_state=base, frozen_blocks=2)
-    for state in cv.states:
+    for fold, state in enumerate(cv.states):
         for key, value in state.items():
-            frozen = key.startswith(("blocks.0.", "blocks.1."))
+            # the fixed blocks and the input scaling they expect stay; the output scaling is refitted
+            frozen = key.startswith(("blocks.0.", "blocks.1.")) or key in ("x_mean", "x_scale")
             assert torch.equal(value, base[key]) == frozen or "num_batches" in key, key
+        assert state["y_mean"].item() == pytest.approx(y[cv.folds != fold].mean(), rel=1e-5)
     fit = fit_model(X, y, SMALL, train, init_state=base, frozen_blocks=1)
     assert fit.epochs == train.max_epochs and math.isnan(fit.val_rmse)
     assert all(torch.equal(fit.state_dict[k], base[k]) for k in base if k.startswith("blocks.0."))

@@ -111,6 +111,13 @@ def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int 
     return ray
 
 
+def running() -> bool:
+    """Whether this process already has a Ray runtime (started here or joined)."""
+    import ray
+
+    return ray.is_initialized()
+
+
 def shutdown() -> None:
     """Stop the Ray runtime this process started (or leave a cluster)."""
     import ray

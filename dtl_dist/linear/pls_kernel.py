@@ -183,12 +183,13 @@ def pls1_fit_predict(X, y, X_new, ncomp: int, **kw):
     return pls1_predict(pls1_fit(X, y, ncomp, **kw), X_new)
 
 
-def pls1_cv_ncomp(X, y, max_ncomp: int = 20, folds: int = 10, seed: int = 0, *, dtype=None, device=None):
+def pls1_cv_ncomp(X, y, max_ncomp: int = 20, folds=10, seed: int = 0, *, dtype=None, device=None):
     """Choose the number of PLS components by ``folds``-fold cross-validation.
 
-    The folds are ``sklearn.model_selection.KFold(folds, shuffle=True, random_state=seed)``; all folds
-    are fitted in one batched call (two when the training sizes differ) with ``max_ncomp`` components,
-    and the models with ``1 .. max_ncomp`` components are read off the nested PLS solution.
+    The folds are ``sklearn.model_selection.KFold(folds, shuffle=True, random_state=seed)``, or the given
+    ``(train, test)`` row index pairs (rows may repeat in a training part, e.g. replicated samples); all
+    folds are fitted in one batched call per training size with ``max_ncomp`` components, and the models with
+    ``1 .. max_ncomp`` components are read off the nested PLS solution.
 
     Parameters
     ----------
@@ -196,8 +197,8 @@ def pls1_cv_ncomp(X, y, max_ncomp: int = 20, folds: int = 10, seed: int = 0, *, 
     y : array or tensor (n,)
     max_ncomp : int
         Largest number of components tried; beyond a fold's rank the extra components are empty.
-    folds : int
-        Number of folds (``2 <= folds <= n``).
+    folds : int or list of (train, test) index arrays
+        Number of folds (``2 <= folds <= n``), or the splits themselves (the RMSE pools their test rows).
     seed : int
         Seed of the fold shuffle.
 
@@ -221,19 +222,30 @@ def pls1_cv_ncomp(X, y, max_ncomp: int = 20, folds: int = 10, seed: int = 0, *, 
         )
     n = X.shape[0]
     max_ncomp = _check_ncomp(max_ncomp, "max_ncomp")
-    if isinstance(folds, bool) or not (isinstance(folds, (int, np.integer)) and 2 <= folds <= n):
+    if isinstance(folds, (list, tuple)):
+        splits = [(np.asarray(tr, dtype=np.int64), np.asarray(te, dtype=np.int64)) for tr, te in folds]
+    elif isinstance(folds, bool) or not (isinstance(folds, (int, np.integer)) and 2 <= folds <= n):
         raise UserInputError(f"pls1_cv_ncomp: folds={folds!r}; expected an integer from 2 to the {n} samples")
-    splits = list(KFold(int(folds), shuffle=True, random_state=seed).split(np.arange(n)))
+    else:
+        splits = list(KFold(int(folds), shuffle=True, random_state=seed).split(np.arange(n)))
+    n = sum(len(te) for _, te in splits)
     sse = torch.zeros(max_ncomp, dtype=dtype, device=X.device)
     for size in sorted({len(train) for train, _ in splits}):
-        train = torch.as_tensor(np.stack([tr for tr, _ in splits if len(tr) == size]), device=X.device)
-        test = torch.as_tensor(np.stack([te for tr, te in splits if len(tr) == size]), device=X.device)
-        fit = pls1_fit(X[train], y[train], max_ncomp)
-        # Nested models: the first a components of an A-component PLS1 are the a-component model.
-        pred = fit.y_mean[:, None, None] + torch.cumsum(pls1_transform(fit, X[test]) * fit.y_loadings[:, None], 2)
-        sse += ((pred - y[test][:, :, None]) ** 2).sum((0, 1))
+        same = [(tr, te) for tr, te in splits if len(tr) == size]
+        fit = pls1_fit(X[torch.as_tensor(np.stack([tr for tr, _ in same]), device=X.device)],
+                       y[torch.as_tensor(np.stack([tr for tr, _ in same]), device=X.device)], max_ncomp)
+        for b, (_, te) in enumerate(same):  # test parts may differ in size
+            test = torch.as_tensor(te, device=X.device)
+            sse += ((pls1_predict_ncomps(fit, X[test], b) - y[test][:, None]) ** 2).sum(0)
     cv_rmse = torch.sqrt(sse / n).cpu().numpy()
     return int(np.argmin(cv_rmse)) + 1, cv_rmse
+
+
+def pls1_predict_ncomps(fit: PLS1Fit, X_new: torch.Tensor, b: int = 0) -> torch.Tensor:
+    """Predictions of subset ``b``'s models with ``1 .. A`` components, shape ``(q, A)``: the first ``a``
+    components of an A-component PLS1 are the a-component model (nested solution)."""
+    scores = (X_new - fit.x_mean[b]) @ fit.x_rotations[b]
+    return fit.y_mean[b] + torch.cumsum(scores * fit.y_loadings[b], 1)
 
 
 def _fit_block(X: torch.Tensor, y: torch.Tensor, ncomp: int) -> PLS1Fit:

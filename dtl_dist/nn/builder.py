@@ -15,6 +15,12 @@ fully-connected layer and batch normalisation and dropout are listed after it:
 - FC-block: Linear -> activation -> [BatchNorm1d] -> [Dropout]
 - output block: Linear(., 1), linear activation.
 
+Scaling (``CNNConfig.scaling="standard"``, the default): the model standardises each band of its input and
+predicts a standardised SOC that it maps back to %, with means and standard deviations fixed from the training
+data before training (:func:`set_scaling`) and stored with the weights as buffers. On 30 local samples this is
+what turns a CNN that predicts nearly one value into one that matches PLS (benchmarks/README.md,
+"bench_small_data"). ``"none"`` feeds the SNV spectra and SOC as they are.
+
 Padding ``"valid"`` uses no padding: output length ``floor((L - kernel) / stride) + 1``. Padding ``"same"``
 follows Keras/TensorFlow, also for ``stride > 1``: output length ``ceil(L / stride)``, obtained by zero
 padding ``max((ceil(L / stride) - 1) * stride + kernel - L, 0)`` positions, the smaller half on the left
@@ -45,6 +51,7 @@ from dtl_dist.errors import UserInputError
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "selu", "swish")
 PADDINGS = ("valid", "same")
 POOLINGS = (None, "max", "avg")
+SCALINGS = ("standard", "none")
 
 _ACTIVATION_MODULES = {
     "relu": nn.ReLU,
@@ -150,22 +157,26 @@ class CNNConfig:
 
     conv_blocks: list[ConvBlock] = field(default_factory=list)
     fc_blocks: list[FCBlock] = field(default_factory=list)
+    scaling: str = "standard"
 
     def to_dict(self) -> dict:
         return {
             "conv_blocks": [b.to_dict() for b in self.conv_blocks],
             "fc_blocks": [b.to_dict() for b in self.fc_blocks],
+            "scaling": self.scaling,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> CNNConfig:
-        if not isinstance(data, dict) or set(data) - {"conv_blocks", "fc_blocks"}:
+        """Read :meth:`to_dict` output; a config written before ``scaling`` existed means ``"none"``."""
+        if not isinstance(data, dict) or set(data) - {"conv_blocks", "fc_blocks", "scaling"}:
             raise UserInputError(
-                f"cnn config: expected a mapping with keys 'conv_blocks' and 'fc_blocks', got {data!r:.200}"
+                f"cnn config: expected a mapping with keys 'conv_blocks', 'fc_blocks' and 'scaling', got {data!r:.200}"
             )
         return cls(
             [ConvBlock.from_dict(b) for b in data.get("conv_blocks", [])],
             [FCBlock.from_dict(b) for b in data.get("fc_blocks", [])],
+            data.get("scaling", "none"),
         )
 
     @property
@@ -238,7 +249,7 @@ def config_problems(config: CNNConfig, n_bands: int) -> list[str]:
         return [f"expected a CNNConfig, got {type(config).__name__}"]
     if not _is_int(n_bands) or n_bands < 1:
         return [f"n_bands={n_bands!r}, expected an integer >= 1"]
-    problems = []
+    problems = [] if config.scaling in SCALINGS else [f"scaling={config.scaling!r}, expected one of {SCALINGS}"]
     for i, block in enumerate(config.conv_blocks):
         if not isinstance(block, ConvBlock):
             problems.append(f"conv block {i + 1}: expected a ConvBlock, got {type(block).__name__}")
@@ -385,13 +396,25 @@ class CNN(nn.Module):
             width = block.nodes
         blocks.append(nn.Sequential(nn.Linear(width, 1)))
         self.blocks = nn.ModuleList(blocks)
+        if config.scaling == "standard":  # identity until set_scaling fixes them from the training data
+            self.register_buffer("x_mean", torch.zeros(n_bands))
+            self.register_buffer("x_scale", torch.ones(n_bands))
+            self.register_buffer("y_mean", torch.zeros(()))
+            self.register_buffer("y_scale", torch.ones(()))
+
+    @property
+    def scaled(self) -> bool:
+        return self.config.scaling == "standard"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             x = x.unsqueeze(1)
+        if self.scaled:
+            x = (x - self.x_mean) / self.x_scale
         for block in self.blocks:
             x = block(x)
-        return x.squeeze(-1)
+        x = x.squeeze(-1)
+        return x * self.y_scale + self.y_mean if self.scaled else x
 
     def freeze(self, n_blocks: int) -> CNN:
         """Fix the first ``n_blocks`` blocks: no gradients, batch norm kept in inference mode.
@@ -428,6 +451,27 @@ def build_cnn(config: CNNConfig, n_bands: int) -> CNN:
     torch.Size([4])
     """
     return CNN(config, n_bands)
+
+
+@torch.no_grad()
+def set_scaling(model: CNN, X=None, y=None) -> None:
+    """Fix a scaled model's input (band means and standard deviations of ``X``) and output (mean and standard
+    deviation of ``y``) scaling from its training data; ``None`` leaves that side as it is (e.g. the input
+    scaling of a transferred base model). A constant band or target keeps a scale of 1."""
+    if not model.scaled:
+        return
+    if X is not None:
+        X = torch.as_tensor(X, dtype=torch.float64)
+        model.x_mean.copy_(X.mean(0))
+        model.x_scale.copy_(_safe_scale(X.std(0, correction=0)))
+    if y is not None:
+        y = torch.as_tensor(y, dtype=torch.float64)
+        model.y_mean.copy_(y.mean())
+        model.y_scale.copy_(_safe_scale(y.std(correction=0)))
+
+
+def _safe_scale(sd: torch.Tensor) -> torch.Tensor:
+    return torch.where(sd > 1e-12 * sd.abs().max().clamp_min(1), sd, torch.ones_like(sd))
 
 
 def set_generator(model: nn.Module, generator: torch.Generator | None) -> None:

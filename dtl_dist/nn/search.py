@@ -27,7 +27,7 @@ import gc
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -35,9 +35,11 @@ import numpy as np
 import torch
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.nn.folds import kfold_assignment
+from dtl_dist.library.atomic import atomic_path, write_json
+from dtl_dist.mapping import serial_map
 from dtl_dist.nn.model_dir import save_model
-from dtl_dist.nn.trainer import check_xy, cross_validate
+from dtl_dist.nn.nested import Design, choose_per_split, fit_design
+from dtl_dist.nn.trainer import check_xy, resolve_mode
 
 METRIC = "rmse"
 """The metric every trial reports and the search minimises: mean validation RMSE over the folds."""
@@ -55,25 +57,23 @@ Report = Callable[..., None]
 
 @dataclass(frozen=True)
 class TuneData:
-    """The data a search trains on: preprocessed spectra, targets and the fold of each sample.
+    """The data a search trains on: a :class:`~dtl_dist.nn.nested.Design` (preprocessed spectra, targets and
+    the outer splits with their inner folds) and what the spectra are.
 
-    Build it with :meth:`make`, which validates the input. ``folds`` is fixed here so every trial (and
-    every later transfer) sees the same train-validation folds (paper sections 2.3.1, 2.3.3).
+    :meth:`make` builds the plain case: one split over every sample with seeded folds. The folds are fixed
+    here so every trial (and every later transfer) sees the same train-validation folds (paper sections
+    2.3.1, 2.3.3); a study passes a nested design instead (:mod:`dtl_dist.nn.nested`).
 
     Attributes
     ----------
-    X : ndarray (n, n_bands) float32, spectra after ``preprocessing``
-    y : ndarray (n,) float32
-    folds : ndarray (n,) int, fold id of each sample
+    design : Design (its ``X``: spectra after ``preprocessing``, float32; ``y``: targets)
     wavelengths : ndarray (n_bands,), nm
     preprocessing : tuple of str, steps applied to ``input_units`` spectra to get ``X``
     input_units : str
     source : str, where the data came from (recorded in model provenance)
     """
 
-    X: np.ndarray
-    y: np.ndarray
-    folds: np.ndarray
+    design: Design
     wavelengths: np.ndarray
     preprocessing: tuple = ("snv",)
     input_units: str = "absorbance"
@@ -90,15 +90,35 @@ class TuneData:
             On NaN/inf targets or spectra, shape mismatches, or fewer samples than folds.
         """
         X, y = check_xy(X, y, f"tuning data{' of ' + source if source else ''}")
-        wavelengths = np.arange(X.shape[1], dtype=np.float64) if wavelengths is None else np.asarray(wavelengths)
-        if wavelengths.shape != (X.shape[1],):
-            raise UserInputError(f"wavelengths: expected {X.shape[1]} values, got {wavelengths.shape}")
-        return cls(X, y, kfold_assignment(X.shape[0], folds, seed), wavelengths, tuple(preprocessing),
-                   input_units, str(source))
+        return cls.of(Design.single(X, y, folds, seed), wavelengths=wavelengths, preprocessing=preprocessing,
+                      input_units=input_units, source=source)
+
+    @classmethod
+    def of(cls, design: Design, *, wavelengths=None, preprocessing=("snv",), input_units="absorbance",
+           source="") -> "TuneData":
+        """Wrap a design, checking its grid."""
+        n_bands = design.X.shape[1]
+        wavelengths = np.arange(n_bands, dtype=np.float64) if wavelengths is None else np.asarray(wavelengths)
+        if wavelengths.shape != (n_bands,):
+            raise UserInputError(f"wavelengths: expected {n_bands} values, got {wavelengths.shape}")
+        return cls(design, wavelengths, tuple(preprocessing), input_units, str(source))
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.design.X
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.design.y
+
+    @property
+    def folds(self) -> np.ndarray:
+        """Inner fold of each training sample of the final model (every sample, for :meth:`make`)."""
+        return self.design.final.inner
 
     @property
     def n_folds(self) -> int:
-        return int(self.folds.max()) + 1
+        return self.design.final.n_inner
 
 
 def _problems(space, params: dict, n_bands: int, seed: int) -> tuple[list[str], object, object]:
@@ -111,12 +131,14 @@ def _problems(space, params: dict, n_bands: int, seed: int) -> tuple[list[str], 
 
 
 def run_trial(params: dict, data: TuneData, space, *, report: Report, mode: str = "vectorised", seed: int = 0,
-              device: str = "cpu", provenance: dict | None = None) -> None:
-    """One trial: check the config, cross-validate it on ``data.folds`` and report as it goes.
+              device: str = "cpu", max_epochs: int | None = None, provenance: dict | None = None) -> None:
+    """One trial: check the config, train it on every split of ``data.design`` and report as it goes.
 
     Reports ``{"rmse", "epoch"}`` after every epoch (``mode="vectorised"``: all folds advance together;
-    ``"sequential"`` reports only at the end), then a final report with ``complete=True``, the fold
-    spread, epochs, time and a checkpoint writer that saves the fold ensemble as a model directory.
+    ``"sequential"`` reports only at the end), where ``rmse`` is the mean over the final split's folds of each
+    fold's best validation RMSE so far; then a final report with ``complete=True``, the fold spread, epochs,
+    time, every split's inner RMSE (``split_rmse``) and held-out predictions (``split_predictions``, JSON)
+    and a checkpoint writer that saves the final split's fold ensemble as a model directory.
     A config that cannot run is reported once with ``status="rejected"``, its ``reason`` and an infinite
     RMSE, without training.
 
@@ -126,9 +148,10 @@ def run_trial(params: dict, data: TuneData, space, *, report: Report, mode: str 
     data : TuneData
     space : the :class:`~dtl_dist.nn.space.SearchSpace` that sampled ``params``.
     report : the runner's report function; it may stop the trial (by raising) when the scheduler says so.
-    mode : {"vectorised", "sequential"} fold training mode of :func:`~dtl_dist.nn.trainer.cross_validate`.
+    mode : {"vectorised", "sequential", "auto"} fold training mode (:func:`~dtl_dist.nn.trainer.train_splits`).
     seed : seed of the fold models' initial weights, shuffling and dropout (same for every trial).
     device : torch device of the trial ("cuda" when the runner gave it a GPU).
+    max_epochs : the search's epoch budget: the config trains at most this many epochs (patience likewise).
     provenance : extra provenance recorded in the checkpoint's model directory.
     """
     n_bands = data.X.shape[1]
@@ -136,39 +159,54 @@ def run_trial(params: dict, data: TuneData, space, *, report: Report, mode: str 
     if problems:
         report({METRIC: math.inf, "status": "rejected", "reason": "; ".join(problems), "complete": False})
         return
-    best = np.full(data.n_folds, np.inf)
+    if max_epochs is not None:
+        train_config = replace(train_config, max_epochs=min(train_config.max_epochs, max_epochs),
+                               patience=min(train_config.patience, max_epochs))
+    mode = resolve_mode(mode, cnn_config, n_bands)
+    _, where = data.design.inner_splits()
+    final = len(data.design.splits) - 1
+    best = {i: math.inf for i, (split, _) in enumerate(where) if split == final}
     last_epoch = [-1]
     start = time.perf_counter()
 
-    def on_epoch(fold, epoch, train_loss, val_loss):
+    def on_epoch(model, epoch, train_loss, val_loss):
         if mode == "vectorised" and epoch > last_epoch[0]:
             if last_epoch[0] >= 0:
                 report({METRIC: _mean_rmse(best), "epoch": last_epoch[0] + 1, "complete": False, "status": "running"})
             last_epoch[0] = epoch
-        if math.isfinite(val_loss):
-            best[fold] = min(best[fold], val_loss)
+        if model in best and math.isfinite(val_loss):
+            best[model] = min(best[model], val_loss)
 
     try:
-        result = cross_validate(data.X, data.y, cnn_config, train_config, data.folds, mode=mode, device=device,
-                                on_epoch=on_epoch)
-        fold_rmse = np.where(np.isfinite(result.fold_rmse), result.fold_rmse, np.inf)
+        fit = fit_design(data.design, cnn_config, train_config, mode=mode, device=device, on_epoch=on_epoch)
+        fold_rmse = fit.fold_rmse[-1]
         metrics = {
-            METRIC: float(fold_rmse.mean()), "rmse_std": float(fold_rmse.std()), "status": "complete",
-            "complete": True, "epoch": int(result.epochs.max()), "epochs_mean": float(result.epochs.mean()),
-            "fold_rmse": json.dumps([round(float(r), 6) for r in fold_rmse]), "train_time_s": time.perf_counter() - start,
+            METRIC: float(fit.inner_rmse[-1]), "rmse_std": float(fold_rmse.std()), "status": "complete",
+            "complete": True, "epoch": int(round(fit.epochs[-1])), "epochs_mean": float(fit.epochs[-1]),
+            "fold_rmse": _json_floats(fold_rmse), "split_rmse": _json_floats(fit.inner_rmse),
+            "split_predictions": json.dumps([_floats(p) for p in fit.predictions]),
+            "train_time_s": time.perf_counter() - start,
         }
-        states = [{k: v.cpu() for k, v in s.items()} for s in result.states]
+        states = [{k: v.cpu() for k, v in s.items()} for s in fit.final_states]
 
         def write_checkpoint(directory: Path) -> None:
             save_model(Path(directory) / CHECKPOINT_MODEL, cnn_config, states, wavelengths=data.wavelengths,
                        preprocessing=data.preprocessing, input_units=data.input_units, fold_rmse=fold_rmse,
                        training={"train_config": train_config.to_dict(), "mode": mode, "params": params},
-                       provenance={"data": data.source, "n_samples": int(data.y.size), "n_folds": data.n_folds,
-                                   "params": params, **(provenance or {})})
+                       provenance={"data": data.source, "n_samples": int(data.design.final.train.size),
+                                   "n_folds": data.n_folds, "params": params, **(provenance or {})})
 
         report(metrics, write_checkpoint)
     finally:
         release_memory(device)
+
+
+def _floats(values) -> list:
+    return [round(float(v), 6) if np.isfinite(v) else None for v in values]
+
+
+def _json_floats(values) -> str:
+    return json.dumps(_floats(values))
 
 
 @dataclass(frozen=True)
@@ -180,14 +218,15 @@ class Trial:
     space: object
     mode: str = "vectorised"
     seed: int = 0
+    max_epochs: int | None = None
 
     def __call__(self, params: dict, report: Report, device: str = "cpu", trial_id: str = "") -> None:
         run_trial(params, self.data, self.space, report=report, mode=self.mode, seed=self.seed, device=device,
-                  provenance={"trial_id": trial_id})
+                  max_epochs=self.max_epochs, provenance={"trial_id": trial_id})
 
 
-def _mean_rmse(best_mse: np.ndarray) -> float:
-    return float(np.mean(np.sqrt(best_mse)))
+def _mean_rmse(best_mse: dict) -> float:
+    return float(np.mean(np.sqrt(list(best_mse.values()))))
 
 
 def release_memory(device) -> None:
@@ -209,11 +248,13 @@ class TrialRecord:
     epochs: int = 0
     time_s: float = math.nan
     reason: str = ""
+    split_rmse: str = ""
+    split_predictions: str = ""
     params: dict = field(default_factory=dict)
     checkpoint: str | None = None
 
     def row(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("params", "checkpoint")}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("params", "checkpoint", "split_predictions")}
         out["params"] = json.dumps(self.params, sort_keys=True)
         out.update({f"param_{k}": v for k, v in sorted(self.params.items())})
         return out
@@ -240,6 +281,18 @@ class SearchResult:
         done = self.complete
         return min(done, key=lambda t: (t.rmse, t.trial_id)) if done else None
 
+    def per_split(self) -> tuple[list, list]:
+        """The nested choice (:func:`~dtl_dist.nn.nested.choose_per_split`): per outer split of the design, the
+        complete trial with the lowest inner RMSE on that split, and its predictions of the split's held-out
+        rows (None where no trial completed)."""
+        done = {t.trial_id: t for t in self.complete if t.split_rmse}
+        rmse = {tid: np.array([math.inf if v is None else v for v in json.loads(t.split_rmse)], dtype=float)
+                for tid, t in done.items()}
+        chosen = choose_per_split(rmse)
+        predictions = [None if c is None else np.array(json.loads(done[c].split_predictions)[s], dtype=float)
+                       for s, c in enumerate(chosen)]
+        return [done.get(c) for c in chosen], predictions
+
     def table(self):
         """The results table as a pandas DataFrame, best first."""
         import pandas as pd
@@ -265,6 +318,7 @@ class SearchResult:
                 rmse_std=float(metrics.get("rmse_std", math.nan)), fold_rmse=metrics.get("fold_rmse", ""),
                 epochs=int(metrics.get("epoch", 0)),
                 time_s=float(metrics.get("train_time_s", metrics.get("time_total_s", math.nan))), reason=reason,
+                split_rmse=metrics.get("split_rmse", ""), split_predictions=metrics.get("split_predictions", ""),
                 params=dict(outcome.get("params") or {}),
                 checkpoint=outcome.get("checkpoint") if status == "complete" else None,
             ))
@@ -306,6 +360,88 @@ class SearchSettings:
             raise UserInputError(f"grace_period={self.grace_period}: expected 1..max_epochs ({self.max_epochs})")
         if self.reduction_factor < 2:
             raise UserInputError(f"reduction_factor={self.reduction_factor}: expected >= 2")
+
+
+class CandidateRunner:
+    """Run a search's trials through a ``map_blocks`` (in-process, Dask or Ray tasks) on a fixed list of configs.
+
+    The configs are the ``starters`` (known-good architectures and training settings) followed by seeded
+    draws from the space, up to ``settings.trials``; nothing adapts to the results, so the per-split choice
+    over them (:meth:`SearchResult.per_split`) is a nested estimate that never saw a split's held-out
+    samples. Each trial writes ``trial_NNNNN/outcome.json`` (and ``checkpoint/`` when complete) into
+    ``storage_path``; a rerun reads finished trials back instead of training them again.
+
+    Parameters
+    ----------
+    storage_path : directory of the trials.
+    map_blocks : ``map_blocks(fn, blocks, shared=())`` that runs the trials (default in-process).
+    starters : flat trial dicts tried first (each must lie inside the space).
+    device : torch device of every trial.
+    progress : called with a line after every ``chunk`` trials.
+    """
+
+    def __init__(self, storage_path, *, map_blocks=serial_map, starters=(), device: str = "cpu",
+                 progress: Callable[[str], None] | None = None, chunk: int = 16):
+        self.storage_path = Path(storage_path)
+        self.map_blocks = map_blocks
+        self.starters = [dict(s) for s in starters]
+        self.device = device
+        self.progress = progress
+        self.chunk = chunk
+
+    def configs(self, space, settings: SearchSettings, n_bands: int) -> list[dict]:
+        """The trials' configs: the starters, then draws of ``space.sample`` seeded by ``settings.seed``."""
+        for i, starter in enumerate(self.starters):
+            problems = space.validate(starter, n_bands)
+            if problems:
+                raise UserInputError(f"starter config {i}: {'; '.join(problems)}")
+        configs = self.starters[: settings.trials]
+        rng = np.random.default_rng(settings.seed)
+        while len(configs) < settings.trials:
+            configs.append(space.sample(rng, n_bands))
+        return configs
+
+    def run(self, trial: Trial, space, settings: SearchSettings) -> list[dict]:
+        configs = self.configs(space, settings, trial.data.X.shape[1])
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        blocks = list(enumerate(configs))
+        outcomes = []
+        for start in range(0, len(blocks), self.chunk):  # in chunks, to report progress between them
+            outcomes += self.map_blocks(_run_candidate, blocks[start:start + self.chunk],
+                                        shared=(trial, str(self.storage_path), self.device))
+            if self.progress is not None:
+                done = [o["metrics"].get(METRIC, math.inf) for o in outcomes if o["metrics"].get("complete")]
+                self.progress(f"{len(outcomes)}/{len(blocks)} trials, best inner RMSE "
+                              f"{min(done) if done else math.inf:.4f}")
+        return outcomes
+
+
+def _run_candidate(block, trial: Trial, storage: str, device: str) -> dict:
+    """One trial of a :class:`CandidateRunner`, or its outcome read back when it finished before."""
+    number, params = block
+    directory = Path(storage) / f"trial_{number:05d}"
+    if (directory / "outcome.json").is_file():
+        return json.loads((directory / "outcome.json").read_text())
+    last: dict = {}
+    checkpoint = directory / "checkpoint"
+
+    def report(metrics, write_checkpoint=None):
+        last.clear()
+        last.update(metrics)
+        if write_checkpoint is not None:
+            with atomic_path(checkpoint) as tmp:
+                Path(tmp).mkdir()
+                write_checkpoint(Path(tmp))
+
+    error = None
+    try:
+        trial(params, report, device, directory.name)
+    except Exception as exc:  # noqa: BLE001 - a config that breaks is recorded as an error trial, not fatal
+        error = f"{type(exc).__name__}: {exc}"[:500]
+    outcome = {"trial_id": directory.name, "params": params, "metrics": last, "error": error,
+               "checkpoint": str(checkpoint) if checkpoint.is_dir() else None}
+    write_json(directory / "outcome.json", outcome)
+    return outcome
 
 
 class Runner(Protocol):
@@ -370,4 +506,4 @@ def tune(data: TuneData, space, *, trials: int, runner: Runner, seed: int = 0, m
         max_epochs = int(max(epochs.choices) if hasattr(epochs, "choices") else epochs.high)
     settings = SearchSettings(trials, seed, max_epochs, min(grace_period, max_epochs), reduction_factor, mode)
     settings.check()
-    return SearchResult.from_outcomes(runner.run(Trial(data, space, mode, seed), space, settings))
+    return SearchResult.from_outcomes(runner.run(Trial(data, space, mode, seed, max_epochs), space, settings))

@@ -474,7 +474,7 @@ DEFAULTS: dict[str, Param] = {
     "dropout_rate": Float(0.0, 0.5),
     "nodes": Int(8, 1024, log=True),
     "lr": Float(1e-5, 1e-2, log=True),
-    "batch_size": Categorical((16, 32, 64, 128, 256)),
+    "batch_size": Categorical((8, 16, 32, 64, 128, 256)),
     "optimizer": Categorical(OPTIMIZERS),
     "weight_decay": Float(0.0, 1e-2),
     "max_epochs": Int(20, 500),
@@ -530,3 +530,24 @@ def default_space(
     if preprocessing is not None:
         params["preprocessing"] = Categorical(tuple(preprocessing))
     return SearchSpace(params)
+
+
+def _starter(conv: list[dict], fc: list[dict], **train) -> dict:
+    """A flat trial dict from block settings (defaults: no batch norm, pooling or dropout) and training settings."""
+    from dtl_dist.nn.builder import ConvBlock, FCBlock
+
+    cnn = CNNConfig([ConvBlock(**c) for c in conv], [FCBlock(**f) for f in fc])
+    train = {"lr": 1e-3, "batch_size": 8, "optimizer": "adam", "weight_decay": 0.0, "max_epochs": 300,
+             "patience": 30, **train}
+    return SearchSpace.from_config(cnn, TrainConfig(**train))
+
+
+SMALL_DATA_STARTERS = (
+    _starter([{"filters": 32, "kernel_size": 5, "stride": 2, "activation": "elu"}], [{"nodes": 16, "activation": "elu"}]),
+    _starter([], [{"nodes": 32}], lr=3e-3, weight_decay=1e-3),
+    _starter([{"filters": 16, "kernel_size": 9, "stride": 3}], [{"nodes": 32}], lr=3e-3, weight_decay=1e-3),
+    _starter([{"filters": 8, "kernel_size": 7, "stride": 2}], [], lr=3e-3, weight_decay=1e-3),
+)
+"""Small 1D-CNNs (with the default input and SOC scaling) that matched or beat PLS on 30 labelled samples of
+the LimeSoDa sites UL.120, SL.125 and CV.98 (benchmarks/README.md, "bench_small_data"); a study's search
+tries them first."""

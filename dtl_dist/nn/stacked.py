@@ -73,7 +73,10 @@ class FoldStack:
 
         groups, batch = x.shape[0], x.shape[1]
         reference = self.models[folds[0]]
-        h = x.reshape(groups, batch, -1).transpose(0, 1)  # (batch, folds * channels, length)
+        h = x.reshape(groups, batch, -1)
+        if reference.scaled:  # each fold model's own input scaling (builder.set_scaling)
+            h = (h - self._buffer("x_mean", index)[:, None]) / self._buffer("x_scale", index)[:, None]
+        h = h.transpose(0, 1)  # (batch, folds * channels, length)
         flat = False  # after Flatten: (folds, batch, features)
         for b, block in enumerate(reference.blocks):
             for i, layer in enumerate(block):
@@ -96,7 +99,13 @@ class FoldStack:
                     h = F.pad(h, layer.padding, value=layer.value)
                 else:  # activations and pooling act per channel
                     h = layer(h)
-        return h.squeeze(-1)
+        h = h.squeeze(-1)
+        if reference.scaled:
+            h = h * self._buffer("y_scale", index)[:, None] + self._buffer("y_mean", index)[:, None]
+        return h
+
+    def _buffer(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        return self.buffers[name][index]
 
     def _batch_norm(self, layer, name, h, index, param, flat):
         running_mean = self.buffers[name + ".running_mean"][index]

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.nn.builder import CNN, CNNConfig, build_cnn, check_config, parameter_count, set_generator
+from dtl_dist.nn.builder import CNN, CNNConfig, build_cnn, check_config, parameter_count, set_generator, set_scaling
 from dtl_dist.nn.folds import check_assignment, kfold_assignment
 from dtl_dist.nn.stacked import FoldStack
 
@@ -165,8 +165,11 @@ def _check_configs(cnn_config: CNNConfig, train_config: TrainConfig, n_bands: in
         raise UserInputError("invalid train config: " + "; ".join(problems))
 
 
-def _new_model(cnn_config, n_bands, seed, init_state, frozen_blocks, device) -> tuple[CNN, torch.Generator]:
-    """A model with seeded (or given) initial weights and its seeded shuffling/dropout generator."""
+def _new_model(cnn_config, n_bands, seed, init_state, frozen_blocks, device, X_train, y_train
+               ) -> tuple[CNN, torch.Generator]:
+    """A model with seeded (or given) initial weights, its scaling fixed from its training data (a given
+    model keeps its input scaling: its fixed front blocks expect it) and its seeded shuffling/dropout
+    generator."""
     init_seed, stream_seed = np.random.SeedSequence(seed).generate_state(2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(init_seed))
@@ -176,6 +179,7 @@ def _new_model(cnn_config, n_bands, seed, init_state, frozen_blocks, device) -> 
             model.load_state_dict(init_state)
         except RuntimeError as exc:
             raise UserInputError(f"initial weights do not match the 1D-CNN config: {exc}") from None
+    set_scaling(model, X_train if init_state is None else None, y_train)
     if not isinstance(frozen_blocks, int) or not 0 <= frozen_blocks < len(model.blocks):
         raise UserInputError(
             f"frozen_blocks={frozen_blocks!r}: expected 0..{len(model.blocks) - 1} (the output block always trains)"
@@ -359,7 +363,8 @@ def fit_model(
             raise UserInputError(f"validation spectra have {X_val.shape[1]} bands, training spectra {n_bands}")
         validation = (_as_tensor(X_val, device), torch.as_tensor(y_val, device=device))
     model, generator = _new_model(
-        cnn_config, n_bands, train_config.seed if seed is None else seed, init_state, frozen_blocks, device
+        cnn_config, n_bands, train_config.seed if seed is None else seed, init_state, frozen_blocks, device,
+        X_train, y_train,
     )
     Xt, yt = _as_tensor(X_train, device), torch.as_tensor(y_train, device=device)
     stopper = _train_one(model, generator, Xt, yt, validation, train_config, on_epoch)
@@ -526,30 +531,11 @@ def cross_validate(
     mean squared error (RMSE) to guide model selection."
     """
     X, y = check_xy(X, y, "training")
-    n, n_bands = X.shape
-    _check_configs(cnn_config, train_config, n_bands)
-    if mode not in MODES:
-        raise UserInputError(f"mode={mode!r}, expected one of {MODES}")
-    if mode == "auto":
-        mode = "vectorised" if parameter_count(cnn_config, n_bands) <= AUTO_VECTORISED_MAX_PARAMS else "sequential"
-    fold_ids = kfold_assignment(n, folds, split_seed) if np.isscalar(folds) else check_assignment(folds, n)
+    fold_ids = kfold_assignment(len(y), folds, split_seed) if np.isscalar(folds) else check_assignment(folds, len(y))
     k = int(fold_ids.max()) + 1
-    seeds = [fold_seed(train_config.seed, f) for f in range(k)]
-    if mode == "sequential":
-        Xt, yt = _as_tensor(X, device), torch.as_tensor(y, device=device)
-        stoppers = []
-        for f in range(k):
-            train = torch.as_tensor(np.flatnonzero(fold_ids != f), device=device)
-            val = torch.as_tensor(np.flatnonzero(fold_ids == f), device=device)
-            model, generator = _new_model(cnn_config, n_bands, seeds[f], init_state, frozen_blocks, device)
-            report = None if on_epoch is None else (lambda _, *args, f=f: on_epoch(f, *args))
-            validation = (Xt[val], yt[val])
-            stoppers.append(_train_one(model, generator, Xt[train], yt[train], validation, train_config, report))
-    else:
-        stoppers = _fit_folds_vectorised(
-            X, y, fold_ids, cnn_config, train_config, seeds, on_epoch,
-            init_state=init_state, frozen_blocks=frozen_blocks, device=device,
-        )
+    splits = [Split(np.flatnonzero(fold_ids != f), np.flatnonzero(fold_ids == f), init_state) for f in range(k)]
+    stoppers = train_splits(X, y, splits, cnn_config, train_config, [fold_seed(train_config.seed, f) for f in range(k)],
+                            frozen_blocks=frozen_blocks, mode=mode, device=device, on_epoch=on_epoch)
     fold_rmse = np.array([math.sqrt(s.best) if math.isfinite(s.best) else math.nan for s in stoppers])
     return CVResult(
         fold_rmse=fold_rmse,
@@ -563,24 +549,67 @@ def cross_validate(
         folds=fold_ids,
         cnn_config=cnn_config,
         train_config=train_config,
-        n_bands=n_bands,
+        n_bands=X.shape[1],
     )
 
 
-def _fit_folds_vectorised(
-    X, y, fold_ids, cnn_config, train_config, seeds, on_epoch, *, init_state, frozen_blocks, device
-):
-    """Train the k fold models together (see :mod:`dtl_dist.nn.stacked`); one stopper per fold."""
-    k, n_bands = len(seeds), X.shape[1]
-    models, generators = zip(*(_new_model(cnn_config, n_bands, s, init_state, frozen_blocks, device) for s in seeds))
+@dataclass(frozen=True)
+class Split:
+    """One model to train: its training rows, its validation rows (early stopping) and, for a transfer, its
+    initial weights (rows index the ``X`` and ``y`` given to :func:`train_splits`)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    init_state: dict | None = None
+
+
+def resolve_mode(mode: str, cnn_config: CNNConfig, n_bands: int) -> str:
+    """``"auto"`` -> ``"vectorised"`` up to :data:`AUTO_VECTORISED_MAX_PARAMS` parameters, else ``"sequential"``."""
+    if mode not in MODES:
+        raise UserInputError(f"mode={mode!r}, expected one of {MODES}")
+    if mode != "auto":
+        return mode
+    return "vectorised" if parameter_count(cnn_config, n_bands) <= AUTO_VECTORISED_MAX_PARAMS else "sequential"
+
+
+def train_splits(X, y, splits: list[Split], cnn_config: CNNConfig, train_config: TrainConfig, seeds: list[int], *,
+                 frozen_blocks: int = 0, mode: str = "auto", device="cpu",
+                 on_epoch: EpochCallback | None = None) -> list[EarlyStopping]:
+    """Train one model per split (its own rows, validation, seed and initial weights), each with early stopping
+    on its validation rows: the building block of cross-validation (one split per fold) and of the nested
+    designs of a study (one split per inner fold of every outer fold, :mod:`dtl_dist.nn.nested`).
+
+    ``mode`` trains the models together (``"vectorised"``, :mod:`dtl_dist.nn.stacked`) or one after another
+    (``"sequential"``); ``on_epoch(model, epoch, train_loss, val_loss)``. Returns one :class:`EarlyStopping`
+    per split holding the kept weights (``state``) and the loss curves.
+    """
+    X, y = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    n_bands = X.shape[1]
+    _check_configs(cnn_config, train_config, n_bands)
+    mode = resolve_mode(mode, cnn_config, n_bands)
+    models, generators = zip(*(_new_model(cnn_config, n_bands, seed, split.init_state, frozen_blocks, device,
+                                          X[split.train], y[split.train]) for split, seed in zip(splits, seeds)))
+    Xt, yt = _as_tensor(X, device), torch.as_tensor(y, device=device)
+    train_rows = [torch.as_tensor(np.asarray(split.train, dtype=np.int64), device=device) for split in splits]
+    val_rows = [torch.as_tensor(np.asarray(split.val, dtype=np.int64), device=device) for split in splits]
+    if mode == "sequential":
+        stoppers = []
+        for i, (model, generator) in enumerate(zip(models, generators)):
+            report = None if on_epoch is None else (lambda _, *args, i=i: on_epoch(i, *args))
+            validation = (Xt[val_rows[i]], yt[val_rows[i]])
+            stoppers.append(_train_one(model, generator, Xt[train_rows[i]], yt[train_rows[i]], validation,
+                                       train_config, report))
+        return stoppers
+    return _train_vectorised(models, generators, Xt, yt, train_rows, val_rows, train_config, on_epoch)
+
+
+def _train_vectorised(models, generators, Xt, yt, train_rows, val_rows, train_config, on_epoch):
+    """Train the models together (see :mod:`dtl_dist.nn.stacked`); one stopper per model."""
+    k = len(models)
     stack = FoldStack(list(models))
     trainable = [name for name, t in stack.params.items() if t.requires_grad]
     fold_params = [[m.get_parameter(name) for name in trainable] for m in models]
     optimizer = make_optimizer([p for params in fold_params for p in params], train_config)
-    Xt, yt = _as_tensor(X, device), torch.as_tensor(y, device=device)
-    fold_index = torch.as_tensor(fold_ids, device=device)
-    train_rows = [torch.nonzero(fold_index != f).squeeze(1) for f in range(k)]
-    val_rows = [torch.nonzero(fold_index == f).squeeze(1) for f in range(k)]
 
     def train_epoch(active, epoch):
         for model in models:
@@ -591,7 +620,7 @@ def _fit_folds_vectorised(
             batches[f] = _batches(train_rows[f][order], train_config.batch_size)
         totals = defaultdict(float)
         for step in range(max(len(b) for b in batches.values())):
-            groups = defaultdict(list)  # folds whose batch at this step has the same size run together
+            groups = defaultdict(list)  # models whose batch at this step has the same size run together
             for f in active:
                 if step < len(batches[f]):
                     groups[len(batches[f][step])].append(f)

@@ -1,0 +1,87 @@
+"""The 1D-CNN stages of a study: a search per training set and a transfer per base model (paper 2.3.1-2.3.4).
+
+A search (Local, Global, Country, DTL-I) tries the same candidate configs (:class:`~dtl_dist.nn.search
+.CandidateRunner`: the known-good small CNNs first, then seeded draws from the space; with the paper budget
+the paper's Table 4 architectures too) on every outer split of its design and keeps, per split, the config
+with the lowest inner RMSE: the chosen configs' held-out predictions give the model's ``cv_rmse`` and the
+final split's choice is the model. A transfer (DTL-R, DTL-IR) starts each split from the library CNN's fold
+model that fits that split's local samples best and picks the freeze depth per split the same way. Trials and
+depth candidates run as tasks of the study's Ray engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from dtl_dist.errors import UserInputError
+from dtl_dist.nn import paper_architectures as paper
+from dtl_dist.nn.model_dir import load_model, save_model
+from dtl_dist.nn.nested import Design
+from dtl_dist.nn.search import CandidateRunner, TuneData, tune
+from dtl_dist.nn.space import SMALL_DATA_STARTERS, SearchSpace, default_space
+from dtl_dist.nn.trainer import TrainConfig
+from dtl_dist.nn.transfer import transfer_representations, with_base_models
+from dtl_dist.study.context import StudyContext
+
+
+def starters(budget: str, space: SearchSpace, n_bands: int) -> list[dict]:
+    """Configs a search tries first: the small known-good CNNs; with the paper budget also the paper's Table 4
+    DTL-I_g architectures (where they fit ``n_bands``), with the default training settings."""
+    found = list(SMALL_DATA_STARTERS)
+    if budget == "paper":
+        for cnn in (paper.DTL_IG_CHINA, paper.DTL_IG_SWEDEN, paper.DTL_IG_USA):
+            flat = SearchSpace.from_config(cnn, TrainConfig())
+            if not space.validate(flat, n_bands):
+                found.append(flat)
+    return found
+
+
+def search_stage(ctx: StudyContext, name: str, design: Design, directory: Path, source: str) -> dict:
+    """Search the 1D-CNN of model ``name`` on ``design``; save it to ``RUN/models/name``; return its summary."""
+    config = ctx.config
+    space = default_space()
+    data = TuneData.of(design, wavelengths=ctx.data.wavelengths, source=source)
+    runner = CandidateRunner(directory / "trials", map_blocks=ctx.task_map,
+                             starters=starters(config.budget, space, design.X.shape[1]),
+                             progress=lambda line: ctx.echo(f"{name}: {line}"))
+    result = tune(data, space, trials=config.trials, runner=runner, seed=config.seed, mode="auto",
+                  max_epochs=config.max_epochs)
+    chosen, predictions = result.per_split()
+    best = result.best
+    if best is None:
+        raise UserInputError(f"{name}: no trial of the search completed; see {directory / 'trials'}")
+    table = result.table()
+    table.to_csv(directory / "trials.csv", index=False)
+    model = ctx.keep_model(name, Path(best.checkpoint) / "model")
+    return ctx.result(design, predictions, load_model(model), design.final.train.size, method="cnn search",
+                      chosen=best.trial_id, params=best.params, inner_rmse=best.rmse,
+                      per_split=[None if c is None else c.trial_id for c in chosen],
+                      trials={status: int((table.status == status).sum()) for status in sorted(set(table.status))})
+
+
+def transfer_stage(ctx: StudyContext, name: str, base: str, design: Design, directory: Path) -> dict:
+    """Transfer the library CNN ``base`` (its saved fold models) onto ``design`` (DTL-R on the local data,
+    DTL-IR on the localised data); save the result to ``RUN/models/name``; return its summary."""
+    library_model = load_model(ctx.model_dir(base))
+    fold_states = [model.state_dict() for model in library_model.fold_models]
+    n_local = ctx.data.local_y.size
+    local_rows = np.arange(design.y.size - n_local, design.y.size)
+    design = with_base_models(design, fold_states, library_model.cnn_config, local_rows)
+    trained = TrainConfig.from_dict(library_model.training.get("train_config", {}))
+    retrain = replace(trained, batch_size=min(trained.batch_size, 16))
+    if ctx.config.max_epochs is not None:
+        retrain = replace(retrain, max_epochs=min(retrain.max_epochs, ctx.config.max_epochs),
+                          patience=min(retrain.patience, ctx.config.max_epochs))
+    result = transfer_representations(design, library_model.cnn_config, retrain, map_blocks=ctx.task_map)
+    model_dir = directory / "model"
+    save_model(model_dir, library_model.cnn_config, result.final_states, wavelengths=ctx.data.wavelengths,
+               fold_rmse=result.fits[result.freeze_depth].fold_rmse[-1], overwrite=True,
+               training={"train_config": retrain.to_dict(), "freeze_depth": result.freeze_depth, "base": base},
+               provenance={"study": str(ctx.out), "model": name, "base_model": base})
+    model = ctx.keep_model(name, model_dir)
+    return ctx.result(design, result.predictions(), load_model(model), design.final.train.size,
+                      method="transfer", base=base, freeze_depth=result.freeze_depth, per_split=result.chosen,
+                      depth_rmse=result.cv_rmse)

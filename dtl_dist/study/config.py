@@ -1,0 +1,97 @@
+"""Options of a study (``dtl study``) and the budgets that size its searches (paper sections 2.3-2.4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from dtl_dist.errors import UserInputError
+
+BUDGETS = {
+    # trials per CNN search, inner folds of every model, epochs cap
+    "quick": {"trials": 4, "inner_folds": 5},
+    "paper": {"trials": 200, "inner_folds": 10},
+}
+"""``quick``: the known-good small 1D-CNNs only (minutes on a laptop); ``paper``: hundreds of trials per
+search and 10-fold inner cross-validation, as in the paper (section 2.3.1), for a cluster."""
+
+RESULT_KEYS = ("library", "site", "country", "country_library", "n_local", "k", "budget", "trials", "cv_folds",
+               "inner_folds", "seed", "target", "data_dir", "subset", "b", "retain", "ncomp", "in_memory_max",
+               "max_epochs")
+"""Options that change results: a study resumes only with the same values (engines may change)."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Options of ``dtl study``.
+
+    Attributes
+    ----------
+    library, site, out : the library store, the site store and the run directory.
+    country : country code of the country library as a view of ``library`` (``LIB.by(country=XX)``).
+    country_library : a separate country library store (instead of ``country``).
+    n_local : local samples to label by Kennard-Stone (when the site has no split yet; the paper's 30).
+    k : library samples RS-LOCAL transfers (the paper's 100).
+    budget, trials : search budget (:data:`BUDGETS`) and trials per search (default: the budget's).
+    cv_folds : outer folds over the n labelled samples (``cv_rmse``, the recommendation).
+    inner_folds : folds inside every model (early stopping, choices); default: the budget's.
+    seed : seed of every split, draw and initialisation.
+    subset, b, retain, ncomp : RS-LOCAL settings (:func:`dtl_dist.select.rslocal`).
+    in_memory_max : libraries larger than this train their CNN with the streamed trainer.
+    max_epochs : cap on the epochs of every 1D-CNN (None: each config's own).
+    workers, scheduler_file, address : Dask deployment of RS-LOCAL (``workers`` 0: in-process).
+    ray_address : Ray cluster of the searches and transfers (None: a local Ray).
+    cpus : CPUs of a local Ray (None: all).
+    resume : continue the run in ``out``.
+    """
+
+    library: str
+    site: str
+    out: str
+    country: str | None = None
+    country_library: str | None = None
+    n_local: int = 30
+    k: int = 100
+    budget: str = "quick"
+    trials: int | None = None
+    cv_folds: int = 5
+    inner_folds: int | None = None
+    seed: int = 0
+    target: str = "soc"
+    data_dir: str | None = None
+    subset: int = 100
+    b: int = 40
+    retain: float = 0.95
+    ncomp: int = 10
+    in_memory_max: int = 200_000
+    max_epochs: int | None = None
+    workers: int = 2
+    scheduler_file: str | None = None
+    address: str | None = None
+    ray_address: str | None = None
+    cpus: int | None = None
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.budget not in BUDGETS:
+            raise UserInputError(f"--budget {self.budget!r}: expected one of {', '.join(BUDGETS)}")
+        if self.country and self.country_library:
+            raise UserInputError("give --country (a view of the library) or --country-library (a store), not both")
+        for name in ("trials", "inner_folds"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, BUDGETS[self.budget][name])
+        checks = [("trials", 1), ("cv_folds", 2), ("inner_folds", 2), ("n_local", 6), ("k", 1), ("workers", 0)]
+        for name, low in checks:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserInputError(f"--{name.replace('_', '-')} {value!r}: expected an integer >= {low}")
+
+    def results(self) -> dict:
+        """The options that change results (see :data:`RESULT_KEYS`)."""
+        return {key: getattr(self, key) for key in RESULT_KEYS}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

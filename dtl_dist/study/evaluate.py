@@ -1,0 +1,76 @@
+"""The study's results: a model recommended from the n labelled samples, then test metrics (paper 2.4, eq. 1).
+
+The paper picked its best model by the test RMSE; a practitioner has only the n labelled local samples. The
+recommendation (:func:`recommend`) reads nothing but each model's ``cv_rmse``: the RMSE of its out-of-fold
+predictions of the n labelled samples on the shared outer folds. Only then are the N - n local_test samples
+read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against
+the local 1D-CNN.
+
+Outputs: ``metrics.csv`` (one row per model and a row ``recommended`` repeating the recommended model's
+figures, named in ``recommended_model``), ``predictions.csv`` (local_test: sample id, observed, one column per
+model) and ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dtl_dist.library.atomic import atomic_path
+from dtl_dist.metrics import delta_rmse, evaluate, rmse
+from dtl_dist.study.data import StudyData
+from dtl_dist.study.models import REFERENCE
+
+COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "recommended_model")
+RECOMMENDED = "recommended"
+
+
+def cv_rmse(local_y: np.ndarray, predictions: dict) -> dict:
+    """Each model's RMSE over its out-of-fold predictions of the n labelled samples."""
+    return {name: rmse(local_y, np.asarray(p, dtype=float)) for name, p in predictions.items()}
+
+
+def recommend(scores: dict) -> str:
+    """The model with the lowest ``cv_rmse`` (ties: the first in the study's order)."""
+    finite = {name: value for name, value in scores.items() if math.isfinite(value)}
+    return min(finite, key=finite.get)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def write_results(data: StudyData, summaries: dict, out: Path, target: str = "soc") -> pd.DataFrame:
+    """Recommend a model, then evaluate every model on local_test; write the three tables (module docstring)."""
+    names = list(summaries)
+    scores = cv_rmse(data.local_y, {n: summaries[n]["cv_predictions"] for n in names})
+    chosen = recommend(scores)  # decided before local_test is read
+    observed = data.test_y(target)
+    rows = []
+    for name in names:
+        predicted = np.asarray(summaries[name]["test_predictions"], dtype=float)
+        m = evaluate(observed, predicted) if observed.size >= 2 else {}
+        rows.append({"model": name, "rmse": m.get("rmse", math.nan), "me": m.get("mean_error", math.nan),
+                     "ccc": m.get("lins_ccc", math.nan), "r2": m.get("r2", math.nan), "rpiq": m.get("rpiq", math.nan),
+                     "cv_rmse": scores[name], "n_train": summaries[name]["n_train"], "recommended_model": ""})
+    reference = next(r["rmse"] for r in rows if r["model"] == REFERENCE)
+    for row in rows:
+        row["delta_rmse_pct"] = delta_rmse(reference, row["rmse"]) if math.isfinite(reference) and \
+            math.isfinite(row["rmse"]) else math.nan
+    best = next(r for r in rows if r["model"] == chosen)
+    rows.append({**best, "model": RECOMMENDED, "recommended_model": chosen})
+    metrics = pd.DataFrame(rows, columns=list(COLUMNS))
+    _write_csv(out / "metrics.csv", metrics)
+    predictions = pd.DataFrame({"sample_id": data.test_ids, "observed": observed})
+    for name in names:
+        predictions[name] = summaries[name]["test_predictions"]
+    _write_csv(out / "predictions.csv", predictions)
+    cv = pd.DataFrame({"sample_id": data.local_ids, "outer_fold": data.outer, "observed": data.local_y})
+    for name in names:
+        cv[name] = summaries[name]["cv_predictions"]
+    _write_csv(out / "cv_predictions.csv", cv)
+    return metrics

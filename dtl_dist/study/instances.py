@@ -1,0 +1,79 @@
+"""The RS-LOCAL stage of a study: transfer instances from a library for every outer split (paper 2.3.2).
+
+RS-LOCAL scores library subsets on labelled local samples, so each outer split runs it with its own local
+samples only (the held-out fold never guides the selection); the final split uses all n. Runs go through the
+study's Dask engine (workers read and preprocess the library themselves) or in-process. A library with no more
+than k samples is not searched: all of it is used (the country libraries of small studies).
+
+Outputs in the stage directory: ``selected_<split>.npy`` (library rows per split, kept as they finish, so a
+killed stage resumes), ``selected.csv`` (the final split's samples), ``trace.csv`` and ``trace.png`` (the final
+split's search).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dtl_dist.library.atomic import atomic_path, write_text
+from dtl_dist.select.rslocal import rslocal
+from dtl_dist.spectra.preprocess import SNV
+from dtl_dist.study.context import StudyContext
+from dtl_dist.study.data import Source
+
+
+def selections(directory: Path, n_splits: int) -> list[np.ndarray]:
+    """The library rows selected for each split, as the stage saved them."""
+    return [np.load(directory / f"selected_{s}.npy") for s in range(n_splits)]
+
+
+def rslocal_stage(ctx: StudyContext, source: Source, directory: Path) -> dict:
+    """Run RS-LOCAL on ``source`` for every split; returns the selection sizes (see the module docstring)."""
+    config, data = ctx.config, ctx.data
+    if source.size <= config.k:
+        for s in range(data.n_splits):
+            _save(directory / f"selected_{s}.npy", np.arange(source.size))
+        _write_selected(directory, source, np.arange(source.size))
+        return {"library": source.name, "n_selected": [source.size] * data.n_splits, "searched": False,
+                "note": f"{source.name} library has {source.size} <= k = {config.k} samples: RS-LOCAL skipped, all "
+                        "of it is used"}
+    library = source.view.ref()  # workers (or this process) read and preprocess it themselves
+    for s in range(data.n_splits):
+        path = directory / f"selected_{s}.npy"
+        if path.is_file():
+            continue
+        train, _ = data.local_split(s)
+        result = rslocal(library, source.y, data.local_absorbance[train], data.local_y[train], k=config.k,
+                         subset=config.subset, b=config.b, retain=config.retain, ncomp=config.ncomp,
+                         seed=config.seed, preprocess=SNV(), map_blocks=ctx.rslocal_map)
+        if s == data.n_outer:
+            _write_trace(directory, result.trace)
+        _save(path, np.sort(result.selected))
+    _write_selected(directory, source, np.load(directory / f"selected_{data.n_outer}.npy"))
+    sizes = [int(np.load(directory / f"selected_{s}.npy").size) for s in range(data.n_splits)]
+    return {"library": source.name, "n_selected": sizes, "searched": True}
+
+
+def _save(path: Path, rows: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, rows.astype(np.int64))
+
+
+def _write_selected(directory: Path, source: Source, rows: np.ndarray) -> None:
+    ids = source.view.sample_id[rows] if rows.size else np.array([], dtype=str)
+    lines = [f"# n_selected={rows.size}", "sample_id,row,soc"]
+    lines += [f"{i},{r},{float(v)!r}" for i, r, v in zip(ids, rows, source.y[rows])]
+    write_text(directory / "selected.csv", "\n".join(lines) + "\n")
+
+
+def _write_trace(directory: Path, trace: list) -> None:
+    from dtl_dist.study.rslocal_stage import write_trace_png
+
+    if not trace:
+        return
+    keys = list(trace[0])
+    write_text(directory / "trace.csv", "\n".join([",".join(keys)] +
+                                                  [",".join(repr(row[k]) for k in keys) for row in trace]) + "\n")
+    write_trace_png(directory / "trace.png", trace, "rmse")

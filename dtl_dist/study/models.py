@@ -1,0 +1,50 @@
+"""The study as data: one record per model of the paper's Fig. 2 and Table 3, plus the baselines.
+
+Each record says what the model trains on (``data``: the local n, the library, the localised k + n, or the
+library with the local samples as reference), from which library (``library``: global or country), how it is
+made (``make``: a 1D-CNN search, a transfer from a library CNN, PLSR, spiked PLSR or MBL) and, for a
+transfer, its ``base`` model. The stages of a study are the distinct pieces of work these records need
+(:func:`dtl_dist.study.run.build_stages`); ``metrics.csv`` and ``predictions.csv`` are one loop over them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What one model of a study needs (see the module docstring)."""
+
+    name: str
+    data: str
+    library: str | None
+    make: str
+    base: str | None = None
+
+
+MODELS = (
+    ModelSpec("Local", "local", None, "search"),
+    ModelSpec("Global", "library", "global", "search"),
+    ModelSpec("Country", "library", "country", "search"),
+    ModelSpec("DTL-I_g", "localised", "global", "search"),
+    ModelSpec("DTL-I_c", "localised", "country", "search"),
+    ModelSpec("DTL-R_g", "local", "global", "transfer", base="Global"),
+    ModelSpec("DTL-R_c", "local", "country", "transfer", base="Country"),
+    ModelSpec("DTL-IR_g", "localised", "global", "transfer", base="Global"),
+    ModelSpec("DTL-IR_c", "localised", "country", "transfer", base="Country"),
+    ModelSpec("local-PLS", "local", None, "pls"),
+    ModelSpec("global-PLS", "library", "global", "pls"),
+    ModelSpec("RS-LOCAL-PLS", "localised", "global", "pls"),
+    ModelSpec("spiked-PLS", "reference", "global", "spiked"),
+    ModelSpec("MBL", "reference", "global", "mbl"),
+)
+"""The nine 1D-CNNs of the paper (section 2.3.4) and the five baselines, in the order of ``metrics.csv``."""
+
+REFERENCE = "Local"
+"""``delta_rmse_pct`` compares every model with the local 1D-CNN (paper eq. 1)."""
+
+
+def models_for(has_country: bool) -> tuple[ModelSpec, ...]:
+    """The models a study makes: without a country library, those of the country library are left out."""
+    return tuple(m for m in MODELS if has_country or m.library != "country")

@@ -1,0 +1,157 @@
+"""``dtl study``: the paper's nine models for one site, the baselines, and the model to use (Fig. 2, Table 3).
+
+:func:`run_study` checks the inputs, splits the site (section 2.1), builds the stages the model table needs
+(:mod:`dtl_dist.study.models`): RS-LOCAL per library on Dask, a 1D-CNN search per training set and a transfer
+per base model on Ray, the PLS and MBL baselines, and runs them as a DAG (:mod:`dtl_dist.study.stages`): stages
+that are ready run at the same time, finished ones are skipped on a rerun. It ends with ``metrics.csv``
+(the model recommended from the n labelled samples alone, then the test metrics), ``predictions.csv``,
+``cv_predictions.csv`` and every model under ``RUN/models/NAME``.
+
+Run directory::
+
+    study.json            options, notes and inputs (a resume must use the same result options)
+    data/site.zarr        the site with its Kennard-Stone split (when the given site had none)
+    stages/NAME/          each stage's outputs and stage.json (its key, summary and wall time)
+    models/NAME/          every model, loadable without Ray or Dask (predicts from absorbance spectra)
+    metrics.csv, predictions.csv, cv_predictions.csv
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+from dtl_dist import __version__
+from dtl_dist.errors import UserInputError
+from dtl_dist.library.atomic import write_json
+from dtl_dist.study import baselines, cnn, designs, instances
+from dtl_dist.study.config import StudyConfig
+from dtl_dist.study.context import StudyContext
+from dtl_dist.study.data import load_study_data
+from dtl_dist.study.evaluate import write_results
+from dtl_dist.study.models import ModelSpec, models_for
+from dtl_dist.study.stages import Stage, locked, run_stages, stage_dir
+
+STUDY_FILE = "study.json"
+
+
+def _check_out(config: StudyConfig, out: Path) -> None:
+    """A new run needs an empty directory; ``--resume`` needs a study made with the same result options."""
+    if not out.exists() or not any(out.iterdir()):
+        if config.resume:
+            raise UserInputError(f"--out {out}: nothing to resume (no {STUDY_FILE})")
+        return
+    if not config.resume:
+        raise UserInputError(f"--out {out}: directory exists and is not empty; pass --resume to continue that study "
+                             "or choose another --out")
+    if not (out / STUDY_FILE).is_file():
+        raise UserInputError(f"--out {out}: no {STUDY_FILE} to resume from")
+    saved = json.loads((out / STUDY_FILE).read_text())["options"]
+    changed = sorted(key for key, value in config.results().items() if saved.get(key) != value)
+    if changed:
+        raise UserInputError(f"--resume: {', '.join(changed)} differ from the study in {out}; use the same options "
+                             "or another --out")
+
+
+def _fingerprint(view) -> dict:
+    return {"path": str(view.path), "n_samples": view.n_samples, "provenance": json.dumps(view.provenance,
+                                                                                       sort_keys=True)[-2000:]}
+
+
+def _design(ctx: StudyContext, spec: ModelSpec, copies: int = 1):
+    source = ctx.data.country if spec.library == "country" else ctx.data.library
+    if spec.data == "local":
+        return designs.local_design(ctx.data)
+    if spec.data == "library":
+        return designs.library_design(ctx.data, source)
+    if spec.data == "localised":
+        selected = instances.selections(stage_dir(ctx.out, f"rslocal:{spec.library}"), ctx.data.n_splits)
+        return designs.localised_design(ctx.data, source, selected)
+    return designs.reference_design(ctx.data, source, copies)
+
+
+def build_stages(ctx: StudyContext) -> list[Stage]:
+    """The stages the model table needs, each listed after the stages it needs."""
+    specs = models_for(ctx.data.country is not None)
+    stages = []
+    for library in sorted({s.library for s in specs if s.data == "localised"}):
+        source = ctx.data.country if library == "country" else ctx.data.library
+        stages.append(Stage(f"rslocal:{library}",
+                            lambda d, source=source: instances.rslocal_stage(ctx, source, d)))
+    ordered = sorted(specs, key=lambda s: s.make == "transfer")  # a transfer after the search of its base
+    for spec in ordered:
+        needs = ((f"rslocal:{spec.library}",) if spec.data == "localised" else ()) + ((spec.base,) if spec.base else ())
+        stages.append(Stage(spec.name, lambda d, spec=spec: _run_model(ctx, spec, d), needs))
+    return stages
+
+
+def _run_model(ctx: StudyContext, spec: ModelSpec, directory: Path) -> dict:
+    if spec.make == "search":
+        source = "local samples" if spec.library is None else f"{spec.data} data of the {spec.library} library"
+        return cnn.search_stage(ctx, spec.name, _design(ctx, spec), directory, source)
+    if spec.make == "transfer":
+        return cnn.transfer_stage(ctx, spec.name, spec.base, _design(ctx, spec), directory)
+    if spec.make == "pls":
+        return baselines.pls_stage(ctx, spec.name, _design(ctx, spec), directory)
+    if spec.make == "spiked":
+        return baselines.spiked_stage(ctx, spec.name, {w: _design(ctx, spec, w) for w in baselines.SPIKING_WEIGHTS},
+                                      directory)
+    return baselines.mbl_stage(ctx, spec.name, _design(ctx, spec), directory)
+
+
+def _engines(config: StudyConfig, stack: ExitStack) -> tuple[Callable, Callable | None]:
+    """(task_map on Ray, rslocal_map on Dask or None for in-process)."""
+    from dtl_dist.engines import ray as ray_engine
+
+    started = not ray_engine.running()
+    ray = ray_engine.init(config.ray_address, config.cpus)
+    if started:
+        stack.callback(ray.shutdown)
+    task_map = ray_engine.map_blocks(num_cpus=1)
+    if not (config.workers or config.scheduler_file or config.address):
+        return task_map, None
+    from dtl_dist.engines import dask as dask_engine
+
+    client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address,
+                                n_workers=config.workers or None)
+    stack.callback(client.close)
+    return task_map, dask_engine.map_blocks(client)
+
+
+def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> dict:
+    """Run the study (see the module docstring) and return ``{"metrics": DataFrame, "recommended": name, ...}``.
+
+    Raises
+    ------
+    UserInputError
+        Bad inputs (grid, units, target, country, too few samples) or a resume with changed options, before
+        anything is written.
+    """
+    out = Path(config.out)
+    echo = locked(echo)
+    _check_out(config, out)
+    data = load_study_data(config, out)
+    out.mkdir(parents=True, exist_ok=True)
+    inputs = {"library": _fingerprint(data.library.view), "site": _fingerprint(data.site),
+              "country": None if data.country is None else _fingerprint(data.country.view)}
+    started = time.perf_counter()
+    write_json(out / STUDY_FILE, {"options": config.results(), "engines": config.to_dict(), "notes": data.notes,
+                                  "inputs": inputs, "dtl_dist_version": __version__})
+    for note in data.notes:
+        echo(f"note: {note}")
+    echo(f"study of {config.site}: n = {data.local_y.size} local_labelled ({data.n_outer} outer folds), "
+         f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
+         + ("" if data.country is None else f", country library {data.country.size}"))
+    with ExitStack() as stack:
+        task_map, rslocal_map = _engines(config, stack)
+        ctx = StudyContext(config, data, out, task_map, rslocal_map, echo)
+        summaries = run_stages(build_stages(ctx), out, {**config.results(), "inputs": inputs}, echo=echo)
+    models = {spec.name: summaries[spec.name] for spec in models_for(data.country is not None)}
+    metrics = write_results(data, models, out, config.target)
+    recommended = metrics.loc[metrics.model == "recommended", "recommended_model"].item()
+    echo(f"study done in {time.perf_counter() - started:.0f} s; wrote {out}/metrics.csv, predictions.csv, "
+         f"cv_predictions.csv and {out}/models/")
+    return {"metrics": metrics, "recommended": recommended, "summaries": summaries, "notes": data.notes}

@@ -1,0 +1,221 @@
+"""`dtl study` on real LimeSoDa data, small: the nine models and five baselines, metrics recomputed by hand from
+the predictions, the recommendation from cv_rmse alone (and never from local_test), every model reloaded and
+predicting the same values, stage caching, a killed study resumed to the same metrics, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import mean_squared_error
+
+from dtl_dist.errors import UserInputError
+from dtl_dist.library import LOCAL_TEST, SpectralLibrary
+from dtl_dist.library.ingest import REAL_DATA_GRID, ingest
+from dtl_dist.library.model_files import model_format
+from dtl_dist.linear.saved import load_linear
+from dtl_dist.nn.model_dir import load_model
+from dtl_dist.study.config import StudyConfig
+from dtl_dist.study.evaluate import COLUMNS
+from dtl_dist.study.models import MODELS
+from dtl_dist.study.run import run_study
+
+pytestmark = pytest.mark.slow
+NAMES = [m.name for m in MODELS]
+SMALL = dict(country="SE", n_local=15, k=30, trials=2, cv_folds=3, inner_folds=3, subset=30, b=8, ncomp=4,
+             max_epochs=40, workers=0, cpus=2)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Library: CV.98, SC.93 and SL.125 (country SE = SL.125); site: UL.120 (Uppsala, SE)."""
+    d = tmp_path_factory.mktemp("study_data")
+    library = ingest(["CV.98", "SC.93", "SL.125"], d / "library.zarr", grid=REAL_DATA_GRID)
+    site = ingest(["UL.120"], d / "UL.120.zarr", grid=REAL_DATA_GRID)
+    return d, library.path, site.path
+
+
+def _config(stores, out, **kw):
+    _, library, site = stores
+    return StudyConfig(**{"library": str(library), "site": str(site), "out": str(out), **SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def study(stores, tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("study") / "run"
+    lines = []
+    result = run_study(_config(stores, out), echo=lines.append)
+    return out, result, lines
+
+
+def test_every_model_of_fig_2_and_the_baselines_are_in_metrics(study):
+    out, result, _ = study
+    metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False)
+    assert tuple(metrics.columns) == COLUMNS
+    assert list(metrics.model) == NAMES + ["recommended"]
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"sample_id": str})
+    assert list(predictions.columns) == ["sample_id", "observed"] + NAMES and len(predictions) == 105
+    cv = pd.read_csv(out / "cv_predictions.csv", dtype={"sample_id": str})
+    assert list(cv.columns) == ["sample_id", "outer_fold", "observed"] + NAMES and len(cv) == 15
+    assert sorted(p.name for p in (out / "models").iterdir()) == sorted(NAMES)
+    for name in NAMES:  # no CNN predicts one value for everything
+        assert np.std(predictions[name]) > 0.05, name
+
+
+def test_metrics_are_the_predictions_scored_by_hand(study):
+    out, _, _ = study
+    metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False).set_index("model")
+    predictions = pd.read_csv(out / "predictions.csv")
+    cv = pd.read_csv(out / "cv_predictions.csv")
+    observed = predictions.observed.to_numpy()
+    local_rmse = np.sqrt(mean_squared_error(observed, predictions["Local"]))
+    for name in NAMES:
+        estimated = predictions[name].to_numpy()
+        rmse = np.sqrt(mean_squared_error(observed, estimated))
+        assert metrics.loc[name, "rmse"] == pytest.approx(rmse, rel=1e-5)
+        assert metrics.loc[name, "me"] == pytest.approx(np.mean(estimated - observed), rel=1e-4, abs=1e-6)
+        assert metrics.loc[name, "delta_rmse_pct"] == pytest.approx((local_rmse - rmse) / local_rmse * 100,
+                                                                     rel=1e-4, abs=1e-4)
+        assert metrics.loc[name, "cv_rmse"] == pytest.approx(
+            np.sqrt(mean_squared_error(cv.observed, cv[name])), rel=1e-5)
+    assert metrics.loc["Local", "n_train"] == 15 and metrics.loc["DTL-R_g", "n_train"] == 15
+    assert metrics.loc["Global", "n_train"] == 98 + 93 + 125
+
+
+def test_the_recommended_model_has_the_lowest_cv_rmse_and_its_own_test_metrics(study):
+    out, result, _ = study
+    metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False).set_index("model")
+    chosen = metrics.loc["recommended", "recommended_model"]
+    assert chosen == metrics.loc[NAMES, "cv_rmse"].idxmin() == result["recommended"]
+    row = metrics.loc["recommended", ["rmse", "me", "ccc", "r2", "rpiq", "cv_rmse"]]
+    assert row.tolist() == metrics.loc[chosen, ["rmse", "me", "ccc", "r2", "rpiq", "cv_rmse"]].tolist()
+
+
+def test_each_outer_fold_is_predicted_by_a_model_that_never_saw_it(study):
+    out, result, _ = study
+    cv = pd.read_csv(out / "cv_predictions.csv")
+    assert sorted(cv.outer_fold.unique()) == [0, 1, 2]
+    summaries = result["summaries"]
+    # RS-LOCAL ran once per outer fold with that fold's training samples, and once on all of them
+    assert len(summaries["rslocal:global"]["n_selected"]) == 4
+    assert all(30 <= n <= 32 for n in summaries["rslocal:global"]["n_selected"])
+    # Local: every outer fold chose among the same trials by its own inner RMSE
+    assert len(summaries["Local"]["per_split"]) == 4
+
+
+def test_saved_models_of_every_kind_reload_and_predict_the_same(study):
+    out, _, _ = study
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"sample_id": str})
+    site = SpectralLibrary.open(out / "data" / "site.zarr")
+    test = site.subset(ids=predictions.sample_id)
+    kinds = set()
+    for name in NAMES:
+        path = out / "models" / name
+        kind = model_format(path)
+        kinds.add(kind)
+        model = load_model(path) if kind.endswith("cnn-fold-ensemble") else load_linear(path)
+        np.testing.assert_allclose(model.predict(test.spectra()), predictions[name], rtol=1e-4, atol=1e-5)
+    assert kinds == {"dtl-dist/cnn-fold-ensemble", "dtl-dist/pls", "dtl-dist/mbl"}
+
+
+def test_a_rerun_skips_every_stage(study, stores):
+    out, result, _ = study
+    lines = []
+    again = run_study(_config(stores, out, resume=True), echo=lines.append)
+    assert sum("skipped" in line for line in lines) == len(result["summaries"])
+    pd.testing.assert_frame_equal(again["metrics"], result["metrics"])
+
+
+def test_the_choice_never_reads_local_test(study, stores, tmp_path):
+    """The same study with local_test's SOC removed recommends the same model with the same cv_rmse."""
+    out, result, _ = study
+    site = SpectralLibrary.open(out / "data" / "site.zarr")
+    soc = site.target("soc").copy()
+    soc[site.meta("role") == LOCAL_TEST] = np.nan
+    blind = SpectralLibrary.create(tmp_path / "blind.zarr", site.spectra(), site.wavelengths, site.sample_id,
+                                   targets={"soc": soc}, meta={m: site.meta(m) for m in site.meta_fields},
+                                   units=site.units, preprocessing=site.preprocessing)
+    again = run_study(_config(stores, tmp_path / "run", site=str(blind.path)), echo=lambda line: None)
+    assert again["recommended"] == result["recommended"]
+    pd.testing.assert_series_equal(again["metrics"].cv_rmse, result["metrics"].cv_rmse)
+    assert again["metrics"].rmse.isna().all()  # nothing to test against
+
+
+def test_resume_refuses_changed_options_and_an_occupied_out(study, stores):
+    out, _, _ = study
+    with pytest.raises(UserInputError, match="k differ from the study"):
+        run_study(_config(stores, out, resume=True, k=31))
+    with pytest.raises(UserInputError, match="pass --resume"):
+        run_study(_config(stores, out))
+
+
+def _cli(stores, out, *extra):
+    _, library, site = stores
+    args = ["--library", library, "--site", site, "--out", out]
+    for key, value in SMALL.items():
+        args += [f"--{key.replace('_', '-')}", value]
+    return [sys.executable, "-m", "dtl_dist.cli", "study", *map(str, args), *extra]
+
+
+def test_a_study_killed_mid_search_resumes_to_the_same_metrics(study, stores, tmp_path):
+    out, result, _ = study
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_cli(stores, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    trials = run / "stages" / "DTL-I_g" / "trials"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(trials.glob("trial_*/outcome.json")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Dask and Ray processes
+    proc.wait(timeout=60)
+    assert list(trials.glob("trial_*/outcome.json")) and not (run / "metrics.csv").exists()
+    assert not (run / "stages" / "DTL-I_g" / "stage.json").exists()
+    resumed = subprocess.run(_cli(stores, run, "--resume"), capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "skipped" in resumed.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), pd.read_csv(out / "metrics.csv"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("grid", "wavelength grid"),
+    ("units", "units/preprocessing"),
+    ("n_local", "--n-local 500: the site"),
+    ("country", "--country XX: matches no sample"),
+    ("no_target", "has no target 'soc'"),
+    ("folds", "--cv-folds 1: expected an integer >= 2"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(stores, tmp_path, case, message):
+    d, library, site = stores
+    extra = []
+    src = SpectralLibrary.open(site)
+    if case == "grid":
+        site = SpectralLibrary.create(tmp_path / "grid.zarr", src.spectra()[:, :-1], src.wavelengths[:-1],
+                                      src.sample_id, targets={"soc": src.target("soc")}).path
+    elif case == "units":
+        site = SpectralLibrary.create(tmp_path / "units.zarr", src.spectra(), src.wavelengths, src.sample_id,
+                                      targets={"soc": src.target("soc")}, units="reflectance_fraction").path
+    elif case == "n_local":
+        extra = ["--n-local", "500"]
+    elif case == "country":
+        extra = ["--country", "XX"]
+    elif case == "no_target":
+        lib = SpectralLibrary.open(library)
+        library = SpectralLibrary.create(tmp_path / "nosoc.zarr", lib.spectra(), lib.wavelengths, lib.sample_id,
+                                         units=lib.units, preprocessing=lib.preprocessing).path
+    elif case == "folds":
+        extra = ["--cv-folds", "1"]
+    out = tmp_path / "out"
+    cmd = _cli((d, library, site), out, *extra)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not out.exists()

@@ -456,18 +456,19 @@ def build_cnn(config: CNNConfig, n_bands: int) -> CNN:
 @torch.no_grad()
 def set_scaling(model: CNN, X=None, y=None) -> None:
     """Fix a scaled model's input (band means and standard deviations of ``X``) and output (mean and standard
-    deviation of ``y``) scaling from its training data; ``None`` leaves that side as it is (e.g. the input
-    scaling of a transferred base model). A constant band or target keeps a scale of 1."""
+    deviation of ``y``) scaling from its training data, given as arrays or as ``(mean, sd)`` already computed
+    (e.g. streamed over a library); ``None`` leaves that side as it is (e.g. the input scaling of a transferred
+    base model). A constant band or target keeps a scale of 1."""
     if not model.scaled:
         return
-    if X is not None:
-        X = torch.as_tensor(X, dtype=torch.float64)
-        model.x_mean.copy_(X.mean(0))
-        model.x_scale.copy_(_safe_scale(X.std(0, correction=0)))
-    if y is not None:
-        y = torch.as_tensor(y, dtype=torch.float64)
-        model.y_mean.copy_(y.mean())
-        model.y_scale.copy_(_safe_scale(y.std(correction=0)))
+    for values, mean, scale in ((X, model.x_mean, model.x_scale), (y, model.y_mean, model.y_scale)):
+        if values is None:
+            continue
+        if not isinstance(values, tuple):
+            values = torch.as_tensor(values, dtype=torch.float64)
+            values = (values.mean(0), values.std(0, correction=0))
+        mean.copy_(torch.as_tensor(values[0]))
+        scale.copy_(_safe_scale(torch.as_tensor(values[1], dtype=torch.float64)))
 
 
 def _safe_scale(sd: torch.Tensor) -> torch.Tensor:

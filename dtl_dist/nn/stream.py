@@ -28,7 +28,7 @@ import torch
 import zarr
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.nn.builder import CNNConfig, build_cnn, set_generator
+from dtl_dist.nn.builder import CNNConfig, build_cnn, set_generator, set_scaling
 from dtl_dist.nn.trainer import TrainConfig, make_optimizer, run_epochs
 from dtl_dist.spectra.preprocess import SNV
 
@@ -92,6 +92,17 @@ class LibraryBatches(torch.utils.data.IterableDataset):
     def __len__(self) -> int:
         """Batches per epoch on each rank."""
         return self.n_rows // (self.batch_size * self.world_size)
+
+    def moments(self) -> tuple[tuple, tuple]:
+        """``((band means, band sds), (target mean, target sd))`` of every row, in one pass over the chunks:
+        the scaling of a model trained on the library (:func:`~dtl_dist.nn.builder.set_scaling`)."""
+        count, total, squares = 0, np.zeros(self.library.n_bands), np.zeros(self.library.n_bands)
+        for rows in self._chunks:
+            X = self._read(np.sort(rows)).astype(np.float64)
+            count, total, squares = count + len(X), total + X.sum(0), squares + (X**2).sum(0)
+        mean = total / count
+        y = self._y[np.concatenate(self._chunks)].astype(np.float64)
+        return (mean, np.sqrt(np.maximum(squares / count - mean**2, 0))), (y.mean(), y.std())
 
     def _read(self, positions: np.ndarray) -> np.ndarray:
         """Spectra of ``positions`` (sorted), SNV-transformed; one Zarr read per chunk."""
@@ -183,7 +194,10 @@ def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, ta
                              world_size=parallel.world_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_config.seed)
-        model = build_cnn(cnn_config, library.n_bands).to(device)
+        model = build_cnn(cnn_config, library.n_bands)
+    if model.scaled:
+        set_scaling(model, *batches.moments())
+    model.to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(train_config.seed + parallel.rank)
     set_generator(model, generator)

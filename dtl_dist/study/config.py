@@ -8,7 +8,7 @@ from dtl_dist.errors import UserInputError
 
 BUDGETS = {
     # trials per CNN search, inner folds of every model, epochs cap
-    "quick": {"trials": 4, "inner_folds": 5},
+    "quick": {"trials": 4, "inner_folds": 10},
     "paper": {"trials": 200, "inner_folds": 10},
 }
 """``quick``: the known-good small 1D-CNNs only (minutes on a laptop); ``paper``: hundreds of trials per

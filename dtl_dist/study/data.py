@@ -28,16 +28,48 @@ def _snv(lib: SpectralLibrary, rows=None) -> np.ndarray:
 
 @dataclass
 class Source:
-    """One library of a study (global or country): its store view and its SNV spectra and SOC."""
+    """One library of a study (global or country): its store view, SOC, and SNV spectra read on demand.
+
+    A library of at most ``in_memory_max`` samples is held in memory whole; a larger one is read by rows, and
+    the designs that need the whole library (:meth:`training_rows`) use a seeded sample of ``in_memory_max``
+    of its rows (its library 1D-CNN is then trained on all of it with the streamed trainer).
+    """
 
     name: str
     view: SpectralLibrary
-    X: np.ndarray
     y: np.ndarray
+    in_memory_max: int = 200_000
+    seed: int = 0
+    _X: np.ndarray | None = None
 
     @property
     def size(self) -> int:
         return int(self.y.size)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.size <= self.in_memory_max
+
+    def spectra(self, rows=None) -> np.ndarray:
+        """SNV spectra of ``rows`` (all rows by default, only for a library held in memory)."""
+        if self.in_memory:
+            if self._X is None:
+                self._X = _snv(self.view)
+            return self._X if rows is None else self._X[rows]
+        if rows is None:
+            raise UserInputError(f"{self.view.path}: {self.size} samples, more than --in-memory-max "
+                                 f"{self.in_memory_max}; read by rows")
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows)
+        out = np.empty((rows.size, self.view.n_bands), dtype=np.float32)
+        out[order] = _snv(self.view, rows[order])
+        return out
+
+    def training_rows(self) -> np.ndarray:
+        """Rows the in-memory designs use: all, or a seeded sample of ``in_memory_max`` of a larger library."""
+        if self.in_memory:
+            return np.arange(self.size)
+        return np.sort(np.random.default_rng(self.seed).choice(self.size, self.in_memory_max, replace=False))
 
 
 @dataclass
@@ -111,8 +143,8 @@ def _measured(lib: SpectralLibrary, target: str, what: str, notes: list) -> Spec
     return lib.subset(mask=~np.isnan(y)) if missing else lib
 
 
-def _source(name: str, view: SpectralLibrary, target: str) -> Source:
-    return Source(name, view, _snv(view), view.target(target).astype(np.float64))
+def _source(name: str, view: SpectralLibrary, config) -> Source:
+    return Source(name, view, view.target(config.target).astype(np.float64), config.in_memory_max, config.seed)
 
 
 def split_site(config, out: Path, notes: list) -> SpectralLibrary:
@@ -198,8 +230,8 @@ def load_study_data(config, out: Path) -> StudyData:
     if test.n_samples and config.target in test.targets:
         test_ids = test_ids[np.isfinite(test.target(config.target))]
     return StudyData(
-        library=_source("global", library, config.target),
-        country=None if country is None else _source("country", country, config.target),
+        library=_source("global", library, config),
+        country=None if country is None else _source("country", country, config),
         local_X=_snv(labelled), local_y=local_y, local_ids=labelled.sample_id, local_absorbance=labelled.spectra(),
         test_absorbance=test.subset(ids=test_ids).spectra() if len(test_ids) else np.empty((0, site.n_bands)),
         test_ids=test_ids, site=site, outer=kfold_assignment(n, folds, config.seed),

@@ -30,11 +30,14 @@ def local_design(data: StudyData) -> Design:
 
 
 def library_design(data: StudyData, source: Source) -> Design:
-    """The library alone (no local sample trains it): one split, inner folds over the library, predicting
-    every labelled local sample (their predictions are the model's cross-validation estimates)."""
-    L = source.size
+    """The library alone (no local sample trains it): one split, inner folds over the library (its in-memory
+    rows), predicting every labelled local sample (their predictions are the model's cross-validation
+    estimates)."""
+    rows = source.training_rows()
+    L = rows.size
     split = OuterSplit(np.arange(L), data.inner(L, data.n_outer), L + np.arange(data.local_y.size))
-    return Design(np.vstack([source.X, data.local_X]), np.concatenate([source.y, data.local_y]), (split,))
+    return Design(np.vstack([source.spectra(rows), data.local_X]), np.concatenate([source.y[rows], data.local_y]),
+                  (split,))
 
 
 def localised_design(data: StudyData, source: Source, selected: list[np.ndarray]) -> Design:
@@ -48,14 +51,16 @@ def localised_design(data: StudyData, source: Source, selected: list[np.ndarray]
         train_local, held_out = data.local_split(s)
         train = np.concatenate([[position[r] for r in rows], offset + train_local]).astype(np.int64)
         splits.append(OuterSplit(train, data.inner(train.size, s), offset + held_out))
-    return Design(np.vstack([source.X[used], data.local_X]), np.concatenate([source.y[used], data.local_y]),
+    return Design(np.vstack([source.spectra(used), data.local_X]), np.concatenate([source.y[used], data.local_y]),
                   tuple(splits))
 
 
 def reference_design(data: StudyData, source: Source, copies: int = 1) -> Design:
-    """The library plus ``copies`` of each of the split's local samples (spiking by extra weight); library rows
-    always train (inner fold -1) and the local samples carry their inner fold in every copy."""
-    L = source.size
+    """The library (its in-memory rows) plus ``copies`` of each of the split's local samples (spiking by extra
+    weight); library rows always train (inner fold -1) and the local samples carry their inner fold in every
+    copy."""
+    rows = source.training_rows()
+    L = rows.size
     splits = []
     for s in range(data.n_splits):
         train_local, held_out = data.local_split(s)
@@ -63,7 +68,8 @@ def reference_design(data: StudyData, source: Source, copies: int = 1) -> Design
         train = np.concatenate([np.arange(L), np.tile(L + train_local, copies)])
         inner = np.concatenate([np.full(L, -1), np.tile(inner_local, copies)])
         splits.append(OuterSplit(train, inner, L + held_out))
-    return Design(np.vstack([source.X, data.local_X]), np.concatenate([source.y, data.local_y]), tuple(splits))
+    return Design(np.vstack([source.spectra(rows), data.local_X]), np.concatenate([source.y[rows], data.local_y]),
+                  tuple(splits))
 
 
 def assemble(data: StudyData, design: Design, predictions: list) -> np.ndarray:

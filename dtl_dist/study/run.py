@@ -61,8 +61,12 @@ def _fingerprint(view) -> dict:
                                                                                        sort_keys=True)[-2000:]}
 
 
+def _source(ctx: StudyContext, spec: ModelSpec):
+    return ctx.data.country if spec.library == "country" else ctx.data.library
+
+
 def _design(ctx: StudyContext, spec: ModelSpec, copies: int = 1):
-    source = ctx.data.country if spec.library == "country" else ctx.data.library
+    source = _source(ctx, spec)
     if spec.data == "local":
         return designs.local_design(ctx.data)
     if spec.data == "library":
@@ -90,8 +94,9 @@ def build_stages(ctx: StudyContext) -> list[Stage]:
 
 def _run_model(ctx: StudyContext, spec: ModelSpec, directory: Path) -> dict:
     if spec.make == "search":
-        source = "local samples" if spec.library is None else f"{spec.data} data of the {spec.library} library"
-        return cnn.search_stage(ctx, spec.name, _design(ctx, spec), directory, source)
+        what = "local samples" if spec.library is None else f"{spec.data} data of the {spec.library} library"
+        library = _source(ctx, spec) if spec.data == "library" else None
+        return cnn.search_stage(ctx, spec.name, _design(ctx, spec), directory, what, library)
     if spec.make == "transfer":
         return cnn.transfer_stage(ctx, spec.name, spec.base, _design(ctx, spec), directory)
     if spec.make == "pls":

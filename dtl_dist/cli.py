@@ -248,6 +248,8 @@ def study(
     ray_address: Optional[str] = typer.Option(None, help="Run searches and transfers on this Ray cluster."),
     cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out (same options)."),
+    only: Optional[str] = typer.Option(None, help="Run only these kinds of stage, comma-separated: rslocal, "
+                                       "search, transfer, baseline (e.g. one kind per cluster job)."),
 ) -> None:
     """The paper's nine models for one site, PLS and MBL baselines, and the model to use (Fig. 2, Table 3)."""
     from dtl_dist.study.config import StudyConfig
@@ -260,9 +262,11 @@ def study(
         budget=budget, trials=trials, cv_folds=cv_folds, inner_folds=inner_folds, seed=seed, target=target,
         subset=subset, b=b, retain=retain, ncomp=ncomp, max_epochs=max_epochs, workers=workers,
         scheduler_file=None if scheduler_file is None else str(scheduler_file), address=address,
-        ray_address=ray_address, cpus=cpus, resume=resume)
+        ray_address=ray_address, cpus=cpus, resume=resume,
+        only=None if only is None else tuple(k.strip() for k in only.split(",")))
     result = run_study(config, echo=lambda line: typer.echo(line, err=True))
-    typer.echo(format_metrics(result["metrics"]))
+    if result["metrics"] is not None:
+        typer.echo(format_metrics(result["metrics"]))
 
 
 @app.command()

@@ -14,6 +14,9 @@ BUDGETS = {
 """``quick``: the known-good small 1D-CNNs only (minutes on a laptop); ``paper``: hundreds of trials per
 search and 10-fold inner cross-validation, as in the paper (section 2.3.1), for a cluster."""
 
+STAGE_KINDS = ("rslocal", "search", "transfer", "baseline")
+"""Kinds of stage a study can be told to run alone (``--only``)."""
+
 RESULT_KEYS = ("library", "site", "country", "country_library", "n_local", "k", "budget", "trials", "cv_folds",
                "inner_folds", "seed", "target", "data_dir", "subset", "b", "retain", "ncomp", "in_memory_max",
                "max_epochs")
@@ -42,6 +45,7 @@ class StudyConfig:
     ray_address : Ray cluster of the searches and transfers (None: a local Ray).
     cpus : CPUs of a local Ray (None: all).
     resume : continue the run in ``out``.
+    only : run only these kinds of stage (rslocal, search, transfer, baseline), e.g. one kind per cluster job.
     """
 
     library: str
@@ -70,6 +74,7 @@ class StudyConfig:
     ray_address: str | None = None
     cpus: int | None = None
     resume: bool = False
+    only: tuple | None = None
 
     def __post_init__(self):
         if self.budget not in BUDGETS:
@@ -79,6 +84,11 @@ class StudyConfig:
         for name in ("trials", "inner_folds"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, BUDGETS[self.budget][name])
+        if self.only is not None:
+            unknown = sorted(set(self.only) - set(STAGE_KINDS))
+            if unknown or not self.only:
+                raise UserInputError(f"--only {','.join(self.only)}: expected kinds among {', '.join(STAGE_KINDS)}")
+            object.__setattr__(self, "only", tuple(self.only))
         checks = [("trials", 1), ("cv_folds", 2), ("inner_folds", 2), ("n_local", 6), ("k", 1), ("workers", 0)]
         for name, low in checks:
             value = getattr(self, name)

@@ -8,7 +8,8 @@ the local 1D-CNN.
 
 Outputs: ``metrics.csv`` (one row per model and a row ``recommended`` repeating the recommended model's
 figures, named in ``recommended_model``), ``predictions.csv`` (local_test: sample id, observed, one column per
-model) and ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions).
+model), ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions) and
+``observed_vs_estimated.png`` (paper Fig. 4b for every model).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 from dtl_dist.library.atomic import atomic_path
 from dtl_dist.metrics import delta_rmse, evaluate, rmse
 from dtl_dist.study.data import StudyData
+from dtl_dist.study.figures import observed_vs_estimated
 from dtl_dist.study.models import REFERENCE
 
 COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "recommended_model")
@@ -73,4 +75,8 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
     for name in names:
         cv[name] = summaries[name]["cv_predictions"]
     _write_csv(out / "cv_predictions.csv", cv)
+    if observed.size >= 2:
+        observed_vs_estimated(out / "observed_vs_estimated.png", observed, {n: predictions[n] for n in names},
+                              title=f"local_test (N - n = {observed.size}); framed: {chosen}, recommended by "
+                                    "cv_rmse on the n labelled samples", highlight=chosen)
     return metrics

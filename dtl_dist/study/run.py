@@ -84,11 +84,12 @@ def build_stages(ctx: StudyContext) -> list[Stage]:
     for library in sorted({s.library for s in specs if s.data == "localised"}):
         source = ctx.data.country if library == "country" else ctx.data.library
         stages.append(Stage(f"rslocal:{library}",
-                            lambda d, source=source: instances.rslocal_stage(ctx, source, d)))
+                            lambda d, source=source: instances.rslocal_stage(ctx, source, d), kind="rslocal"))
     ordered = sorted(specs, key=lambda s: s.make == "transfer")  # a transfer after the search of its base
     for spec in ordered:
         needs = ((f"rslocal:{spec.library}",) if spec.data == "localised" else ()) + ((spec.base,) if spec.base else ())
-        stages.append(Stage(spec.name, lambda d, spec=spec: _run_model(ctx, spec, d), needs))
+        kind = spec.make if spec.make in ("search", "transfer") else "baseline"
+        stages.append(Stage(spec.name, lambda d, spec=spec: _run_model(ctx, spec, d), needs, kind))
     return stages
 
 
@@ -107,16 +108,20 @@ def _run_model(ctx: StudyContext, spec: ModelSpec, directory: Path) -> dict:
     return baselines.mbl_stage(ctx, spec.name, _design(ctx, spec), directory)
 
 
-def _engines(config: StudyConfig, stack: ExitStack) -> tuple[Callable, Callable | None]:
-    """(task_map on Ray, rslocal_map on Dask or None for in-process)."""
-    from dtl_dist.engines import ray as ray_engine
+def _engines(config: StudyConfig, stack: ExitStack) -> tuple[Callable | None, Callable | None]:
+    """(task_map on Ray, rslocal_map on Dask or None for in-process); an engine the ``--only`` kinds do not use
+    is not started."""
+    kinds = config.only or ("rslocal", "search", "transfer")
+    task_map = None
+    if {"search", "transfer"} & set(kinds):
+        from dtl_dist.engines import ray as ray_engine
 
-    started = not ray_engine.running()
-    ray = ray_engine.init(config.ray_address, config.cpus)
-    if started:
-        stack.callback(ray.shutdown)
-    task_map = ray_engine.map_blocks(num_cpus=1)
-    if not (config.workers or config.scheduler_file or config.address):
+        started = not ray_engine.running()
+        ray = ray_engine.init(config.ray_address, config.cpus)
+        if started:
+            stack.callback(ray.shutdown)
+        task_map = ray_engine.map_blocks(num_cpus=1)
+    if "rslocal" not in kinds or not (config.workers or config.scheduler_file or config.address):
         return task_map, None
     from dtl_dist.engines import dask as dask_engine
 
@@ -153,9 +158,15 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
     with ExitStack() as stack:
         task_map, rslocal_map = _engines(config, stack)
         ctx = StudyContext(config, data, out, task_map, rslocal_map, echo)
-        summaries = run_stages(build_stages(ctx), out, {**config.results(), "inputs": inputs}, echo=echo)
-    models = {spec.name: summaries[spec.name] for spec in models_for(data.country is not None)}
-    metrics = write_results(data, models, out, config.target)
+        summaries = run_stages(build_stages(ctx), out, {**config.results(), "inputs": inputs}, only=config.only,
+                               echo=echo)
+    specs = models_for(data.country is not None)
+    waiting = [spec.name for spec in specs if spec.name not in summaries]
+    if waiting:
+        echo(f"stages of kinds {', '.join(config.only)} done; still to run: {', '.join(waiting)} (rerun with --resume "
+             "and the other kinds, or without --only)")
+        return {"metrics": None, "recommended": None, "summaries": summaries, "notes": data.notes}
+    metrics = write_results(data, {spec.name: summaries[spec.name] for spec in specs}, out, config.target)
     recommended = metrics.loc[metrics.model == "recommended", "recommended_model"].item()
     echo(f"study done in {time.perf_counter() - started:.0f} s; wrote {out}/metrics.csv, predictions.csv, "
          f"cv_predictions.csv and {out}/models/")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import write_json
 
 STAGE_FILE = "stage.json"
@@ -27,11 +28,13 @@ STAGE_FILE = "stage.json"
 
 @dataclass(frozen=True)
 class Stage:
-    """One piece of work of a study: ``run(directory) -> summary`` after the stages in ``needs``."""
+    """One piece of work of a study: ``run(directory) -> summary`` after the stages in ``needs``; ``kind``
+    (rslocal, search, transfer, baseline) lets a job run some kinds only (:func:`run_stages`, ``only``)."""
 
     name: str
     run: Callable[[Path], dict]
     needs: tuple = ()
+    kind: str = ""
 
 
 def stage_key(name: str, options: dict, needed: list[str]) -> str:
@@ -55,30 +58,47 @@ def locked(echo: Callable[[str], None]) -> Callable[[str], None]:
     return say
 
 
-def run_stages(stages: list[Stage], out: Path, options: dict, *, echo: Callable[[str], None] = print) -> dict:
-    """Run ``stages`` (in dependency order, independent ones at the same time); return name -> summary.
+def run_stages(stages: list[Stage], out: Path, options: dict, *, only=None,
+               echo: Callable[[str], None] = print) -> dict:
+    """Run ``stages`` (in dependency order, independent ones at the same time); return name -> summary of every
+    stage that is done.
 
-    A stage whose ``stage.json`` holds its current key is not run again. The first stage that raises stops
-    the study (stages already running finish) and its exception propagates.
+    A stage whose ``stage.json`` holds its current key is not run again. ``only`` (kinds of stage) runs those
+    kinds alone, e.g. RS-LOCAL on CPU nodes in one job and the searches on GPU nodes in the next; a stage they
+    need must have run before. The first stage that raises stops the study (stages already running finish) and
+    its exception propagates.
     """
-    by_name = {s.name: s for s in stages}
     keys: dict[str, str] = {}
     for stage in stages:  # stages are listed after the ones they need
         keys[stage.name] = stage_key(stage.name, options, [keys[n] for n in stage.needs])
     start = time.perf_counter()
-    summaries: dict[str, dict] = {}
     futures: dict = {}
+
+    def finished(stage: Stage) -> dict | None:
+        record = stage_dir(out, stage.name) / STAGE_FILE
+        if record.is_file():
+            done = json.loads(record.read_text())
+            if done.get("key") == keys[stage.name]:
+                return done["summary"]
+        return None
+
+    chosen = [s for s in stages if only is None or s.kind in only or finished(s) is not None]
+    names = {s.name for s in chosen}
+    for stage in chosen:
+        missing = [n for n in stage.needs if n not in names]
+        if missing:
+            raise UserInputError(f"--only {','.join(sorted(only))}: stage {stage.name} needs {', '.join(missing)}, "
+                                 "which has not run yet; run its kind first")
 
     def work(stage: Stage) -> dict:
         for name in stage.needs:
             futures[name].result()
+        summary = finished(stage)
+        if summary is not None:
+            echo(f"[{time.perf_counter() - start:7.1f} s] {stage.name}: done before, skipped")
+            return summary
         directory = stage_dir(out, stage.name)
         record = directory / STAGE_FILE
-        if record.is_file():
-            done = json.loads(record.read_text())
-            if done.get("key") == keys[stage.name]:
-                echo(f"[{time.perf_counter() - start:7.1f} s] {stage.name}: done before, skipped")
-                return done["summary"]
         directory.mkdir(parents=True, exist_ok=True)
         echo(f"[{time.perf_counter() - start:7.1f} s] {stage.name}: started")
         began = time.perf_counter()
@@ -88,8 +108,8 @@ def run_stages(stages: list[Stage], out: Path, options: dict, *, echo: Callable[
         echo(f"[{time.perf_counter() - start:7.1f} s] {stage.name}: done in {seconds:.1f} s")
         return summary
 
-    with ThreadPoolExecutor(max_workers=max(1, len(stages))) as pool:
-        for stage in stages:
+    with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+        for stage in chosen:
             futures[stage.name] = pool.submit(work, stage)
         done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
         failed = [f for f in done if f.exception() is not None]
@@ -97,6 +117,4 @@ def run_stages(stages: list[Stage], out: Path, options: dict, *, echo: Callable[
             for future in futures.values():
                 future.cancel()
             raise failed[0].exception()
-    for name in by_name:
-        summaries[name] = futures[name].result()
-    return summaries
+    return {name: future.result() for name, future in futures.items()}

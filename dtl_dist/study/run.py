@@ -27,6 +27,7 @@ from typing import Callable
 from dtl_dist import __version__
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import write_json
+from dtl_dist.mapping import serial_map
 from dtl_dist.study import baselines, cnn, designs, instances
 from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.context import StudyContext
@@ -157,7 +158,7 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
          + ("" if data.country is None else f", country library {data.country.size}"))
     with ExitStack() as stack:
         task_map, rslocal_map = _engines(config, stack)
-        ctx = StudyContext(config, data, out, task_map, rslocal_map, echo)
+        ctx = StudyContext(config, data, out, task_map or serial_map, rslocal_map, echo)
         summaries = run_stages(build_stages(ctx), out, {**config.results(), "inputs": inputs}, only=config.only,
                                echo=echo)
     specs = models_for(data.country is not None)

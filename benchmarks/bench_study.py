@@ -27,7 +27,7 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 from dtl_dist.study.main_job import MainJob, run_main_job  # noqa: E402
 
-COUNTRY = {"UL.120": "SE", "SL.125": "SE", "CV.98": "CH", "SC.93": "BR"}
+COUNTRY = {"UL.120": "SE", "SL.125": "SE", "CV.98": None, "SC.93": None}
 CNNS = ("Local", "Global", "Country", "DTL-I_g", "DTL-I_c", "DTL-R_g", "DTL-R_c", "DTL-IR_g", "DTL-IR_c")
 
 

@@ -250,6 +250,7 @@ def study(
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out (same options)."),
     only: Optional[str] = typer.Option(None, help="Run only these kinds of stage, comma-separated: rslocal, "
                                        "search, transfer, baseline (e.g. one kind per cluster job)."),
+    level: float = typer.Option(0.9, help="Coverage level of the prediction intervals."),
 ) -> None:
     """The paper's nine models for one site, PLS and MBL baselines, and the model to use (Fig. 2, Table 3)."""
     from dtl_dist.study.config import StudyConfig
@@ -262,11 +263,46 @@ def study(
         budget=budget, trials=trials, cv_folds=cv_folds, inner_folds=inner_folds, seed=seed, target=target,
         subset=subset, b=b, retain=retain, ncomp=ncomp, max_epochs=max_epochs, workers=workers,
         scheduler_file=None if scheduler_file is None else str(scheduler_file), address=address,
-        ray_address=ray_address, cpus=cpus, resume=resume,
+        ray_address=ray_address, cpus=cpus, resume=resume, level=level,
         only=None if only is None else tuple(k.strip() for k in only.split(",")))
     result = run_study(config, echo=lambda line: typer.echo(line, err=True))
     if result["metrics"] is not None:
         typer.echo(format_metrics(result["metrics"]))
+
+
+@app.command()
+@user_errors
+def report(
+    run: Path = typer.Argument(..., help="A finished study run directory (dtl study --out RUN)."),
+) -> None:
+    """RUN/report.html: the study's tables and figures in one self-contained page (paper Tables 1, 3, Figs. 3-4)."""
+    from dtl_dist.study.report import write_report
+
+    write_report(run, echo=typer.echo)
+
+
+@app.command()
+@user_errors
+def predict(
+    model: Path = typer.Option(..., help="A model directory (RUN/models/NAME), or a study run: its recommended model."),
+    spectra: Path = typer.Option(..., help="New spectra: .csv, .parquet or .npz, as `dtl ingest` reads them."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write: sample_id, soc, soc_lo, soc_hi (SOC %)."),
+    units: str = typer.Option(..., help="Spectral units of the file: reflectance_fraction, reflectance_percent or "
+                              "absorbance."),
+    id_column: Optional[str] = typer.Option(None, help="Column of sample ids (default: generated NAME/row)."),
+    level: float = typer.Option(0.9, help="Coverage level of the prediction interval."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """SOC estimates and prediction intervals for new spectra from a study's saved model."""
+    from dtl_dist.library.ingest import Source
+    from dtl_dist.study.intervals import check_level
+    from dtl_dist.study.predict import predict_file
+
+    done = predict_file(model, Source(str(spectra), units=units, id_column=id_column), out,
+                        level=check_level(level), progress=not quiet)
+    note = "" if done["calibrated"] else " (the model has no calibration residuals: intervals are NaN)"
+    typer.echo(f"wrote {out}: {done['rows']} estimates from {done['model']}, {level:.0%} intervals +/- "
+               f"{done['half_width']:.3g} % SOC{note}")
 
 
 @app.command()

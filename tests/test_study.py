@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,7 +63,8 @@ def test_every_model_of_fig_2_and_the_baselines_are_in_metrics(study):
     assert tuple(metrics.columns) == COLUMNS
     assert list(metrics.model) == NAMES + ["recommended"]
     predictions = pd.read_csv(out / "predictions.csv", dtype={"sample_id": str})
-    assert list(predictions.columns) == ["sample_id", "observed"] + NAMES and len(predictions) == 105
+    bounds = [f"{name}_{side}" for name in NAMES for side in ("lo", "hi")]
+    assert list(predictions.columns) == ["sample_id", "observed"] + NAMES + bounds and len(predictions) == 105
     cv = pd.read_csv(out / "cv_predictions.csv", dtype={"sample_id": str})
     assert list(cv.columns) == ["sample_id", "outer_fold", "observed"] + NAMES and len(cv) == 15
     assert sorted(p.name for p in (out / "models").iterdir()) == sorted(NAMES)
@@ -219,3 +222,105 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(stores, tmp_path, ca
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not out.exists()
+
+
+# --- what a study gives its user: the report and dtl predict (issue 9) --------------------------------------
+
+
+def test_report_is_one_self_contained_page_with_every_figure(study):
+    out, result, _ = study
+    from dtl_dist.study.report import write_report
+
+    page = write_report(out, echo=lambda line: None).read_text()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//|url\(", page)  # nothing fetched from a network
+    figures = ["fig3a_soc_densities.png", "fig3b_pca.png", "fig4a_delta_rmse.png", "fig4b_observed_vs_estimated.png",
+               "fig4b_recommended_intervals.png"]
+    for name in figures:
+        assert (out / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "report" / name).stat().st_size > 5_000
+    traces = [p for p in (out / "stages").glob("rslocal_*/trace.png")]
+    assert page.count("data:image/png;base64,") == len(figures) + len(traces) == len(figures) + 2
+    for text in ("Table 1", "Table 3", "k selected by RS-LOCAL", "outer fold",
+                 result["recommended"], "Fig. 4c (map of the site) skipped", "Wall time per stage", "sha256"):
+        assert text in page, text
+
+
+def _export_test_spectra(out, path, scale=None):
+    """local_test spectra as a CSV with columns named by wavelength (absorbance, or reflectance % with scale)."""
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"sample_id": str})
+    site = SpectralLibrary.open(out / "data" / "site.zarr")
+    test = site.subset(ids=predictions.sample_id)
+    values = test.spectra().astype(np.float64)
+    if scale == "percent":
+        values = 100 * 10 ** (-values)
+    frame = pd.DataFrame(values, columns=[f"{w:g}" for w in test.wavelengths])
+    frame.insert(0, "id", predictions.sample_id)
+    frame.to_csv(path, index=False)
+    return predictions
+
+
+def _predict(*args):
+    return subprocess.run([sys.executable, "-m", "dtl_dist.cli", "predict", *map(str, args), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["Local", "DTL-IR_g", "local-PLS", "MBL"])
+def test_predict_gives_the_studys_estimates_and_intervals(study, tmp_path, name):
+    out, _, _ = study
+    predictions = _export_test_spectra(out, tmp_path / "new.csv", scale="percent")
+    proc = _predict("--model", out / "models" / name, "--spectra", tmp_path / "new.csv", "--units",
+                    "reflectance_percent", "--id-column", "id", "--out", tmp_path / "preds.csv")
+    assert proc.returncode == 0, proc.stderr
+    got = pd.read_csv(tmp_path / "preds.csv", dtype={"sample_id": str})
+    assert list(got.sample_id) == list(predictions.sample_id)
+    np.testing.assert_allclose(got.soc, predictions[name], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got.soc_lo, predictions[f"{name}_lo"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got.soc_hi, predictions[f"{name}_hi"], rtol=1e-4, atol=1e-4)
+
+
+def test_predict_with_a_run_uses_the_recommended_model(study, tmp_path):
+    out, result, _ = study
+    predictions = _export_test_spectra(out, tmp_path / "new.csv")
+    proc = _predict("--model", out, "--spectra", tmp_path / "new.csv", "--units", "absorbance", "--id-column", "id",
+                    "--out", tmp_path / "preds.csv", "--level", "0.8")
+    assert proc.returncode == 0, proc.stderr
+    assert f"models/{result['recommended']}" in proc.stdout and "80% intervals" in proc.stdout
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "preds.csv").soc, predictions[result["recommended"]],
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("grid", "does not contain the model's grid"),
+    ("units", "is outside (0, 1] for --units reflectance_fraction"),
+    ("absorbance", "is outside the plausible -1 to 6 for --units absorbance"),
+    ("nan", "row 3, column '1000': spectral value nan"),
+    ("version", "format version 0"),
+])
+def test_predict_bad_input_exits_2_and_writes_nothing(study, tmp_path, case, message):
+    out, _, _ = study
+    model = out / "models" / "local-PLS"
+    spectra = tmp_path / "new.csv"
+    _export_test_spectra(out, spectra, scale="percent")
+    units = "reflectance_percent"
+    frame = pd.read_csv(spectra)
+    if case == "grid":
+        frame = frame.drop(columns=[c for c in frame.columns if c != "id" and float(c) < 600])
+    elif case == "units":
+        units = "reflectance_fraction"  # percent values declared as fractions
+    elif case == "absorbance":
+        units = "absorbance"  # reflectance % declared as absorbance
+    elif case == "nan":
+        frame.loc[2, "1000"] = np.nan
+    elif case == "version":
+        copy = tmp_path / "model"
+        shutil.copytree(model, copy)
+        info = json.loads((copy / "model.json").read_text())
+        (copy / "model.json").write_text(json.dumps({**info, "format_version": 0}))
+        model = copy
+    frame.to_csv(spectra, index=False)
+    proc = _predict("--model", model, "--spectra", spectra, "--units", units, "--id-column", "id", "--out",
+                    tmp_path / "preds.csv")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "preds.csv").exists()

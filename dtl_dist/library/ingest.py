@@ -43,6 +43,9 @@ REAL_DATA_GRID = "420:2500:10"
 """The grid of the real-data library: UL.120 and SL.125 start at 420 nm and resampling never extrapolates."""
 BLOCK_ROWS = 5000
 REFLECTANCE_TOP = {"reflectance_fraction": 1.0, "reflectance_percent": 100.0}
+ABSORBANCE_RANGE = (-1.0, 6.0)
+"""Plausible apparent absorbance log10(1/R): a reflectance between 1e-6 and 10 (R above 1 from calibration);
+values outside are reflectance declared as absorbance."""
 
 LIMESODA_SITES = {
     # id: (country ISO code, carbon property, target unit); ../shared/data/limesoda/README.txt
@@ -168,19 +171,23 @@ class _Plan:
     blocks: object
 
     @classmethod
-    def open(cls, source: Source, grid: np.ndarray, block_rows: int) -> "_Plan":
+    def open(cls, source: Source, grid: np.ndarray, block_rows: int, *, target: bool = True,
+             grid_owner: str = "") -> "_Plan":
+        """Open and check a source; ``target=False`` reads spectra alone (e.g. new spectra to predict), and
+        ``grid_owner`` names whose grid the spectra must cover (default: the ``--grid`` of ingestion)."""
         reader, name = open_reader(source)
         label = reader.label
         if source.units not in UNITS:
             raise UserInputError(f"{label}: spectral units {source.units!r}: declare one of {', '.join(UNITS)} (--units)")
         wl = reader.wavelengths
         if grid[0] < wl[0] - 1e-9 or grid[-1] > wl[-1] + 1e-9:
+            hint = (f"use a grid inside it, e.g. --grid {math.ceil(wl[0] / 10) * 10:g}:"
+                    f"{math.floor(wl[-1] / 10) * 10:g}:10") if not grid_owner else "measure the spectra over it"
             raise UserInputError(
-                f"{label}: spectra cover {wl[0]:g}-{wl[-1]:g} nm, which does not contain the grid "
-                f"{grid[0]:g}-{grid[-1]:g} nm (resampling never extrapolates); use a grid inside it, e.g. "
-                f"--grid {math.ceil(wl[0] / 10) * 10:g}:{math.floor(wl[-1] / 10) * 10:g}:10"
+                f"{label}: spectra cover {wl[0]:g}-{wl[-1]:g} nm, which does not contain {grid_owner or 'the grid'} "
+                f"{grid[0]:g}-{grid[-1]:g} nm (resampling never extrapolates); {hint}"
             )
-        scale, note = _target_scale(source, reader)
+        scale, note = _target_scale(source, reader) if target else (math.nan, "")
         blocks = reader.blocks(block_rows)
         first = next(blocks, None)
         if first is None:
@@ -251,7 +258,19 @@ def _convert(block, plan: _Plan, grid: np.ndarray):
                 f"(0, {top:g}] for --units {plan.units}{hint}"
             )
         X = Absorbance(units=plan.units).fit_transform(X)
+    else:
+        low, high = ABSORBANCE_RANGE
+        bad = (X < low) | (X > high)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise UserInputError(
+                f"{label}: row {first + r + 1}, column {reader.columns[c]!r}: absorbance {X[r, c]:g} is outside the "
+                f"plausible {low:g} to {high:g} for --units absorbance (reflectance in percent? use --units "
+                "reflectance_percent)"
+            )
     spectra = resample(X, reader.wavelengths, grid).astype(np.float32)
+    if block.target is None or not math.isfinite(plan.scale):
+        return spectra, None
     soc = block.target * plan.scale
     bad = ~np.isnan(soc) & ~((soc >= 0) & (soc <= 100))
     if bad.any():
@@ -261,6 +280,25 @@ def _convert(block, plan: _Plan, grid: np.ndarray):
             f"({block.target[r]:g} x {plan.scale:g}) is outside 0-100 %; expected a soil carbon content"
         )
     return spectra, soc
+
+
+def read_spectra(source: Source, grid, *, block_rows: int = BLOCK_ROWS, grid_owner: str = ""):
+    """Stream ``(sample ids, absorbance on grid)`` blocks of a source, checked and converted exactly as
+    :func:`ingest` converts them (units -> log10(1/R), linear resampling, no extrapolation); no target is needed.
+
+    Returns
+    -------
+    (number of rows or None, iterator of (ids, spectra float32) blocks)
+    """
+    plan = _Plan.open(source, np.asarray(grid, dtype=float), block_rows, target=False, grid_owner=grid_owner)
+    seen: dict = {}
+
+    def blocks():
+        for block in plan.blocks:
+            spectra, _ = _convert(block, plan, grid)
+            yield _sample_ids(block, plan, seen), spectra
+
+    return plan.reader.n_rows, blocks()
 
 
 def _sample_ids(block, plan: _Plan, seen: dict) -> np.ndarray:

@@ -32,6 +32,8 @@ from dtl_dist.spectra.preprocess import SNV
 
 PREPROCESSING_STEPS = {"snv": SNV}
 """Preprocessing step names a model directory may list, and their transformers."""
+FORMAT_VERSION = 1
+"""Version of the model-directory layout this dtl-dist writes and reads."""
 
 
 def _write_json(path: Path, obj) -> None:
@@ -69,7 +71,8 @@ def write_model_files(path, format: str, arrays: dict, info: dict, *, wavelength
         tmp = Path(tmp)
         tmp.mkdir()
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": format})
-        _write_json(tmp / "model.json", {"format": format, "dtl_dist_version": __version__, **info})
+        _write_json(tmp / "model.json", {"format": format, "format_version": FORMAT_VERSION,
+                                         "dtl_dist_version": __version__, **info})
         _write_json(tmp / "wavelengths.json", {"unit": "nm", "wavelengths": wavelengths.tolist()})
         _write_json(tmp / "preprocessing.json", {"input_units": input_units, "steps": list(preprocessing)})
         _write_json(tmp / "provenance.json", provenance or {})
@@ -116,6 +119,10 @@ def read_model_files(path, formats) -> ModelFiles:
     if info.get("format") not in formats:
         raise UserInputError(f"{path}: not a dtl-dist model directory of kind {' or '.join(formats)} "
                              f"(format={info.get('format')!r})")
+    if info.get("format_version") != FORMAT_VERSION:
+        raise UserInputError(f"{path}: model directory of format version {info.get('format_version')!r} (written by "
+                             f"dtl-dist {info.get('dtl_dist_version', 'before 0.2')}); this dtl-dist reads version "
+                             f"{FORMAT_VERSION}: retrain the model or use the dtl-dist that wrote it")
     grid = _read_json(path / "wavelengths.json")
     prep = _read_json(path / "preprocessing.json")
     provenance = _read_json(path / "provenance.json")

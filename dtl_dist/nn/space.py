@@ -3,7 +3,8 @@
 The optimisation framework (Shen and Viscarra Rossel, 2021) tunes the number of Conv- and FC-blocks
 and, per block, the filters, kernel size, stride, padding, activation, batch norm, pooling (type and
 size) and dropout (on/off and rate) of Conv-blocks and the nodes, activation, batch norm and dropout of
-FC-blocks; plus learning rate, batch size, optimiser, weight decay, epochs and early-stopping patience.
+FC-blocks; plus learning rate, batch size, optimiser, weight decay, epochs and early-stopping patience, and the
+model's input and SOC scaling (``scaling``: ``"standard"`` by default, ``"none"`` to switch it off).
 
 A :class:`SearchSpace` maps flat names to :class:`Int`, :class:`Float` or :class:`Categorical`
 parameters. Block parameters are named per block, ``conv{i}_filters`` (i = 0..3) and ``fc{i}_nodes``
@@ -31,6 +32,7 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.nn.builder import (
     ACTIVATIONS,
     PADDINGS,
+    SCALINGS,
     CNNConfig,
     ConvBlock,
     FCBlock,
@@ -66,6 +68,7 @@ _ALLOWED = {
     "dropout": (False, True),
     "pooling": ("none", "max", "avg"),
     "optimizer": OPTIMIZERS,
+    "scaling": SCALINGS,
 }
 """Categorical keys and the values they may take."""
 
@@ -297,8 +300,9 @@ class SearchSpace:
                 pick(f"fc{i}_{key}")
         for key in TRAIN_KEYS:
             pick(key)
-        if "preprocessing" in self.params:
-            pick("preprocessing")
+        for name in ("scaling", "preprocessing"):
+            if name in self.params:
+                pick(name)
         return flat
 
     def sample(self, rng: np.random.Generator, n_bands: int | None = None, *, max_tries: int = 1000) -> dict:
@@ -394,7 +398,7 @@ class SearchSpace:
                 )
             )
         train = TrainConfig(**{k: flat[k] for k in TRAIN_KEYS}, seed=seed)
-        return CNNConfig(conv, fc), train
+        return CNNConfig(conv, fc, flat.get("scaling", "standard")), train
 
     @staticmethod
     def from_config(cnn: CNNConfig, train: TrainConfig, preprocessing=None) -> dict:
@@ -430,6 +434,7 @@ class SearchSpace:
             if b.dropout > 0:
                 flat[f"fc{i}_dropout_rate"] = b.dropout
         flat.update({k: getattr(train, k) for k in TRAIN_KEYS})
+        flat["scaling"] = cnn.scaling
         if preprocessing is not None:
             flat["preprocessing"] = preprocessing
         return flat
@@ -479,6 +484,7 @@ DEFAULTS: dict[str, Param] = {
     "weight_decay": Float(0.0, 1e-2),
     "max_epochs": Int(20, 500),
     "patience": Int(5, 50),
+    "scaling": Categorical(("standard",)),
 }
 """Default ranges; they contain every architecture of the paper's Tables 2 and 4. Per-block entries
 (``filters`` ... ``dropout_rate``, ``nodes``) apply to every block; ``activation``, ``batch_norm``,
@@ -509,7 +515,7 @@ def default_space(
     overrides = dict(overrides or {})
     shared = {k: overrides.pop(k, v) for k, v in DEFAULTS.items()}
     params = {"n_conv_blocks": shared["n_conv_blocks"], "n_fc_blocks": shared["n_fc_blocks"]}
-    for name in TRAIN_KEYS:
+    for name in (*TRAIN_KEYS, "scaling"):
         params[name] = shared[name]
     for count, prefix, keys in (("n_conv_blocks", "conv", CONV_KEYS), ("n_fc_blocks", "fc", FC_KEYS)):
         problems = SearchSpace._value_problems(count, params[count])

@@ -5,8 +5,11 @@ A search (Local, Global, Country, DTL-I) tries the same candidate configs (:clas
 the paper's Table 4 architectures too) on every outer split of its design and keeps, per split, the config
 with the lowest inner RMSE: the chosen configs' held-out predictions give the model's ``cv_rmse`` and the
 final split's choice is the model. A transfer (DTL-R, DTL-IR) starts each split from the library CNN's fold
-model that fits that split's local samples best and picks the freeze depth per split the same way. Trials and
-depth candidates run as tasks of the study's Ray engine.
+model that fits that split's local samples best and picks the freeze depth per split the same way, among the
+paper's depths (front blocks fixed, section 2.3.3) and depth 0 (every block retrained from the library weights,
+i.e. fine-tuning): on a site far from the library (CV.98's field-moist scans) the fixed front blocks alone
+compressed the estimates, and the choice by inner RMSE decides per split. Trials and depth candidates run as
+tasks of the study's Ray engine.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dtl_dist.nn.search import CandidateRunner, TuneData, tune
 from dtl_dist.nn.space import SMALL_DATA_STARTERS, SearchSpace, default_space
 from dtl_dist.nn.stream import fit_library
 from dtl_dist.nn.trainer import TrainConfig, fold_seed
-from dtl_dist.nn.transfer import transfer_representations, with_base_models
+from dtl_dist.nn.transfer import freeze_depths, transfer_representations, with_base_models
 from dtl_dist.spectra.preprocess import SNV
 from dtl_dist.study.context import StudyContext
 from dtl_dist.study.data import Source
@@ -124,7 +127,9 @@ def transfer_stage(ctx: StudyContext, name: str, base: str, design: Design, dire
     if ctx.config.max_epochs is not None:
         retrain = replace(retrain, max_epochs=min(retrain.max_epochs, ctx.config.max_epochs),
                           patience=min(retrain.patience, ctx.config.max_epochs))
-    result = transfer_representations(design, library_model.cnn_config, retrain, map_blocks=ctx.task_map)
+    depths = [0, *freeze_depths(library_model.cnn_config)]
+    result = transfer_representations(design, library_model.cnn_config, retrain, depths=depths,
+                                      map_blocks=ctx.task_map)
     model_dir = directory / "model"
     save_model(model_dir, library_model.cnn_config, result.final_states, wavelengths=ctx.data.wavelengths,
                fold_rmse=result.fits[result.freeze_depth].fold_rmse[-1], overwrite=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.study.intervals import check_level
 
 BUDGETS = {
     # trials per CNN search, inner folds of every model, epochs cap
@@ -46,6 +47,7 @@ class StudyConfig:
     cpus : CPUs of a local Ray (None: all).
     resume : continue the run in ``out``.
     only : run only these kinds of stage (rslocal, search, transfer, baseline), e.g. one kind per cluster job.
+    level : coverage level of the prediction intervals (:mod:`dtl_dist.study.intervals`).
     """
 
     library: str
@@ -75,6 +77,7 @@ class StudyConfig:
     cpus: int | None = None
     resume: bool = False
     only: tuple | None = None
+    level: float = 0.9
 
     def __post_init__(self):
         if self.budget not in BUDGETS:
@@ -84,6 +87,7 @@ class StudyConfig:
         for name in ("trials", "inner_folds"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, BUDGETS[self.budget][name])
+        check_level(self.level)
         if self.only is not None:
             unknown = sorted(set(self.only) - set(STAGE_KINDS))
             if unknown or not self.only:

@@ -6,9 +6,12 @@ predictions of the n labelled samples on the shared outer folds. Only then are t
 read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against
 the local 1D-CNN.
 
+Every model also gets a prediction interval at ``level`` calibrated on its out-of-fold residuals of the n
+labelled samples (:mod:`dtl_dist.study.intervals`); local_test measures its coverage and width.
+
 Outputs: ``metrics.csv`` (one row per model and a row ``recommended`` repeating the recommended model's
 figures, named in ``recommended_model``), ``predictions.csv`` (local_test: sample id, observed, one column per
-model), ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions) and
+model and its interval ``NAME_lo``, ``NAME_hi``), ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions) and
 ``observed_vs_estimated.png`` (paper Fig. 4b for every model).
 """
 
@@ -22,11 +25,14 @@ import pandas as pd
 
 from dtl_dist.library.atomic import atomic_path
 from dtl_dist.metrics import delta_rmse, evaluate, rmse
+from dtl_dist.study.context import MODELS_DIR
 from dtl_dist.study.data import StudyData
 from dtl_dist.study.figures import observed_vs_estimated
+from dtl_dist.study.intervals import DEFAULT_LEVEL, coverage, half_width, save_calibration
 from dtl_dist.study.models import REFERENCE
 
-COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "recommended_model")
+COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "coverage",
+           "interval_width", "recommended_model")
 RECOMMENDED = "recommended"
 
 
@@ -46,19 +52,30 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
-def write_results(data: StudyData, summaries: dict, out: Path, target: str = "soc") -> pd.DataFrame:
-    """Recommend a model, then evaluate every model on local_test; write the three tables (module docstring)."""
+def write_results(data: StudyData, summaries: dict, out: Path, target: str = "soc",
+                  level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+    """Recommend a model, calibrate every model's interval, then evaluate them on local_test; write the tables
+    (module docstring) and each model's calibration residuals beside it (``RUN/models/NAME``)."""
     names = list(summaries)
     scores = cv_rmse(data.local_y, {n: summaries[n]["cv_predictions"] for n in names})
     chosen = recommend(scores)  # decided before local_test is read
+    residuals = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) - data.local_y for n in names}
+    for name in names:
+        save_calibration(out / MODELS_DIR / name, residuals[name],
+                         how=f"out-of-fold predictions of the {data.local_y.size} labelled local samples "
+                             f"({data.n_outer} outer folds)")
+    widths = {n: half_width(residuals[n], level) for n in names}  # also before local_test is read
     observed = data.test_y(target)
-    rows = []
+    rows, bounds = [], {}
     for name in names:
         predicted = np.asarray(summaries[name]["test_predictions"], dtype=float)
+        bounds[name] = (predicted - widths[name], predicted + widths[name])
         m = evaluate(observed, predicted) if observed.size >= 2 else {}
         rows.append({"model": name, "rmse": m.get("rmse", math.nan), "me": m.get("mean_error", math.nan),
                      "ccc": m.get("lins_ccc", math.nan), "r2": m.get("r2", math.nan), "rpiq": m.get("rpiq", math.nan),
-                     "cv_rmse": scores[name], "n_train": summaries[name]["n_train"], "recommended_model": ""})
+                     "cv_rmse": scores[name], "n_train": summaries[name]["n_train"],
+                     "coverage": coverage(observed, *bounds[name]), "interval_width": 2 * widths[name],
+                     "recommended_model": ""})
     reference = next(r["rmse"] for r in rows if r["model"] == REFERENCE)
     for row in rows:
         row["delta_rmse_pct"] = delta_rmse(reference, row["rmse"]) if math.isfinite(reference) and \
@@ -70,6 +87,8 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
     predictions = pd.DataFrame({"sample_id": data.test_ids, "observed": observed})
     for name in names:
         predictions[name] = summaries[name]["test_predictions"]
+    for name in names:
+        predictions[f"{name}_lo"], predictions[f"{name}_hi"] = bounds[name]
     _write_csv(out / "predictions.csv", predictions)
     cv = pd.DataFrame({"sample_id": data.local_ids, "outer_fold": data.outer, "observed": data.local_y})
     for name in names:

@@ -5,7 +5,7 @@
    420-2500 nm every 10 nm (section 2.2); the country library is a view of the global one (``country``);
 2. run :func:`dtl_dist.study.run.run_study`: Kennard-Stone split, RS-LOCAL, the nine 1D-CNNs, the PLS and MBL
    baselines, the model recommended from the n labelled samples and the test metrics;
-3. print the metrics table.
+3. print the metrics table and write the report (``RUN/report.html``, :mod:`dtl_dist.study.report`).
 
 A rerun resumes: finished stages are skipped.
 """
@@ -20,6 +20,7 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.library.ingest import LIMESODA_SITES, REAL_DATA_GRID, VISNIR_SITES, ingest, limesoda_source
 from dtl_dist.library.real_data import DATA_ENV, data_dir, library_sources
 from dtl_dist.study.config import StudyConfig
+from dtl_dist.study.report import write_report
 from dtl_dist.study.run import run_study
 
 
@@ -62,7 +63,8 @@ def run_main_job(job: MainJob, *, echo: Callable[[str], None] = print) -> dict:
                          resume=study.exists(), data_dir=None if job.data_dir is None else str(job.data_dir))
     result = run_study(config, echo=echo)
     echo(format_metrics(result["metrics"]))
-    echo(f"(job options: {asdict(job)})")
+    report = write_report(study, echo=lambda line: None)
+    echo(f"report: {report}  (job options: {asdict(job)})")
     return result
 
 

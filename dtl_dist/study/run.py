@@ -19,6 +19,7 @@ Run directory::
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Callable
 from dtl_dist import __version__
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import write_json
+from dtl_dist.library.store import now_iso
 from dtl_dist.mapping import serial_map
 from dtl_dist.study import baselines, cnn, designs, instances
 from dtl_dist.study.config import StudyConfig
@@ -149,8 +151,9 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
     inputs = {"library": _fingerprint(data.library.view), "site": _fingerprint(data.site),
               "country": None if data.country is None else _fingerprint(data.country.view)}
     started = time.perf_counter()
-    write_json(out / STUDY_FILE, {"options": config.results(), "engines": config.to_dict(), "notes": data.notes,
-                                  "inputs": inputs, "dtl_dist_version": __version__})
+    write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
+                                  "inputs": inputs, "dtl_dist_version": __version__,
+                                  "command": " ".join(sys.argv), "started": now_iso()})
     for note in data.notes:
         echo(f"note: {note}")
     echo(f"study of {config.site}: n = {data.local_y.size} local_labelled ({data.n_outer} outer folds), "
@@ -167,7 +170,8 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         echo(f"stages of kinds {', '.join(config.only)} done; still to run: {', '.join(waiting)} (rerun with --resume "
              "and the other kinds, or without --only)")
         return {"metrics": None, "recommended": None, "summaries": summaries, "notes": data.notes}
-    metrics = write_results(data, {spec.name: summaries[spec.name] for spec in specs}, out, config.target)
+    metrics = write_results(data, {spec.name: summaries[spec.name] for spec in specs}, out, config.target,
+                            config.level)
     recommended = metrics.loc[metrics.model == "recommended", "recommended_model"].item()
     echo(f"study done in {time.perf_counter() - started:.0f} s; wrote {out}/metrics.csv, predictions.csv, "
          f"cv_predictions.csv and {out}/models/")

@@ -159,6 +159,15 @@ def test_resume_refuses_changed_options_and_an_occupied_out(study, stores):
         run_study(_config(stores, out))
 
 
+def test_only_runs_one_kind_and_refuses_a_kind_whose_inputs_are_missing(stores, tmp_path):
+    with pytest.raises(UserInputError, match="stage DTL-R_g needs Global, which has not run yet"):
+        run_study(_config(stores, tmp_path / "run", only=("transfer",)))
+    assert not (tmp_path / "run").exists()
+    result = run_study(_config(stores, tmp_path / "run", only=("rslocal",)), echo=lambda line: None)
+    assert result["metrics"] is None and set(result["summaries"]) == {"rslocal:global", "rslocal:country"}
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
 def _cli(stores, out, *extra):
     _, library, site = stores
     args = ["--library", library, "--site", site, "--out", out]

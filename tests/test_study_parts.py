@@ -15,7 +15,7 @@ from dtl_dist.linear.pls_kernel import pls1_cv_ncomp
 from dtl_dist.nn.builder import CNNConfig, ConvBlock, FCBlock
 from dtl_dist.nn.folds import kfold_assignment
 from dtl_dist.nn.model_dir import load_model
-from dtl_dist.nn.nested import Design, OuterSplit, choose_per_split, fit_design
+from dtl_dist.nn.nested import Design, choose_per_split, fit_design
 from dtl_dist.nn.trainer import TrainConfig, cross_validate
 from dtl_dist.study import baselines, cnn, designs
 from dtl_dist.study.config import StudyConfig

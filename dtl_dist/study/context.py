@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +36,6 @@ class StudyContext:
     task_map: Callable = serial_map
     rslocal_map: Callable | None = None
     echo: Callable[[str], None] = print
-    selections: dict = field(default_factory=dict)
 
     def model_dir(self, name: str) -> Path:
         return self.out / MODELS_DIR / name

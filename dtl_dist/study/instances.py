@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dtl_dist.library.atomic import atomic_path, write_text
+from dtl_dist.library.atomic import atomic_path
 from dtl_dist.select.rslocal import rslocal
 from dtl_dist.spectra.preprocess import SNV
 from dtl_dist.study.context import StudyContext
 from dtl_dist.study.data import Source
+from dtl_dist.study.rslocal_stage import write_selection, write_trace
 
 
 def selections(directory: Path, n_splits: int) -> list[np.ndarray]:
@@ -34,7 +35,7 @@ def rslocal_stage(ctx: StudyContext, source: Source, directory: Path) -> dict:
     if source.size <= config.k:
         for s in range(data.n_splits):
             _save(directory / f"selected_{s}.npy", np.arange(source.size))
-        _write_selected(directory, source, np.arange(source.size))
+        write_selection(directory, source.view, np.arange(source.size), source.y, config.k, config.target)
         return {"library": source.name, "n_selected": [source.size] * data.n_splits, "searched": False,
                 "note": f"{source.name} library has {source.size} <= k = {config.k} samples: RS-LOCAL skipped, all "
                         "of it is used"}
@@ -48,9 +49,10 @@ def rslocal_stage(ctx: StudyContext, source: Source, directory: Path) -> dict:
                          subset=config.subset, b=config.b, retain=config.retain, ncomp=config.ncomp,
                          seed=config.seed, preprocess=SNV(), map_blocks=ctx.rslocal_map)
         if s == data.n_outer:
-            _write_trace(directory, result.trace)
+            write_trace(directory, result.trace, "rmse")
         _save(path, np.sort(result.selected))
-    _write_selected(directory, source, np.load(directory / f"selected_{data.n_outer}.npy"))
+    final = np.load(directory / f"selected_{data.n_outer}.npy")
+    write_selection(directory, source.view, final, source.y[final], config.k, config.target)
     sizes = [int(np.load(directory / f"selected_{s}.npy").size) for s in range(data.n_splits)]
     return {"library": source.name, "n_selected": sizes, "searched": True}
 
@@ -59,21 +61,3 @@ def _save(path: Path, rows: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, rows.astype(np.int64))
-
-
-def _write_selected(directory: Path, source: Source, rows: np.ndarray) -> None:
-    ids = source.view.sample_id[rows] if rows.size else np.array([], dtype=str)
-    lines = [f"# n_selected={rows.size}", "sample_id,row,soc"]
-    lines += [f"{i},{r},{float(v)!r}" for i, r, v in zip(ids, rows, source.y[rows])]
-    write_text(directory / "selected.csv", "\n".join(lines) + "\n")
-
-
-def _write_trace(directory: Path, trace: list) -> None:
-    from dtl_dist.study.rslocal_stage import write_trace_png
-
-    if not trace:
-        return
-    keys = list(trace[0])
-    write_text(directory / "trace.csv", "\n".join([",".join(keys)] +
-                                                  [",".join(repr(row[k]) for k in keys) for row in trace]) + "\n")
-    write_trace_png(directory / "trace.png", trace, "rmse")

@@ -174,19 +174,30 @@ def write_trace_png(path: Path, trace: list, criterion: str) -> None:
     plt.close(fig)
 
 
+def write_selection(out: Path, library, rows: np.ndarray, y: np.ndarray, k: int, target: str = "soc") -> None:
+    """``selected.csv``: a ``# n_selected=... k_requested=...`` line, then sample_id, row and target of each
+    selected library sample (``rows`` of ``library``, ``y`` their targets)."""
+    ids = library.sample_id[rows] if len(rows) else np.array([], dtype=str)
+    lines = [f"# n_selected={len(rows)} k_requested={k}", f"sample_id,row,{target}"]
+    lines += [f"{i},{r},{float(v)!r}" for i, r, v in zip(ids, rows, y)]
+    write_text(out / "selected.csv", "\n".join(lines) + "\n")
+
+
+def write_trace(out: Path, trace: list, criterion: str) -> None:
+    """``trace.csv`` (one row per iteration) and ``trace.png`` of a search."""
+    keys = list(trace[0]) if trace else ["iteration", "pool_size"]
+    rows = [",".join(keys)] + [",".join(repr(row[k]) for k in keys) for row in trace]
+    write_text(out / "trace.csv", "\n".join(rows) + "\n")
+    if trace:
+        write_trace_png(out / "trace.png", trace, criterion)
+
+
 def _write_outputs(out: Path, config: RSLocalConfig, inputs: Inputs, result, preprocess) -> dict:
     selected = np.sort(result.selected)
     lib = inputs.library
-    ids = lib.sample_id[selected] if len(selected) else np.array([], dtype=str)
     y_sel = inputs.library_y[selected]
-    lines = [f"# n_selected={len(selected)} k_requested={config.k}", f"sample_id,row,{config.target}"]
-    lines += [f"{i},{r},{float(v)!r}" for i, r, v in zip(ids, selected, y_sel)]
-    write_text(out / "selected.csv", "\n".join(lines) + "\n")
-    keys = list(result.trace[0]) if result.trace else ["iteration", "pool_size"]
-    rows = [",".join(keys)] + [",".join(repr(row[k]) for k in keys) for row in result.trace]
-    write_text(out / "trace.csv", "\n".join(rows) + "\n")
-    if result.trace:
-        write_trace_png(out / "trace.png", result.trace, config.criterion)
+    write_selection(out, lib, selected, y_sel, config.k, config.target)
+    write_trace(out, result.trace, config.criterion)
     lib.subset(index=selected).save(out / "localised.zarr", overwrite=True, extra=inputs.labelled, provenance={
         "stage": "rslocal", "library": str(config.library), "site": str(config.site), "n_selected": len(selected),
         "n": inputs.labelled.n_samples})

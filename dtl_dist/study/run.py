@@ -27,7 +27,7 @@ from typing import Callable
 
 from dtl_dist import __version__
 from dtl_dist.errors import UserInputError
-from dtl_dist.library.atomic import write_json
+from dtl_dist.library.atomic import remove_path, write_json
 from dtl_dist.library.store import now_iso
 from dtl_dist.mapping import serial_map
 from dtl_dist.study import baselines, cnn, designs, instances
@@ -36,7 +36,7 @@ from dtl_dist.study.context import StudyContext
 from dtl_dist.study.data import load_study_data
 from dtl_dist.study.evaluate import write_results
 from dtl_dist.study.models import ModelSpec, models_for
-from dtl_dist.study.stages import Stage, locked, run_stages, stage_dir
+from dtl_dist.study.stages import Stage, locked, plan_stages, run_stages, stage_dir
 
 STUDY_FILE = "study.json"
 
@@ -146,10 +146,20 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
     out = Path(config.out)
     echo = locked(echo)
     _check_out(config, out)
-    data = load_study_data(config, out)
+    fresh = not out.exists()
+    try:
+        data = load_study_data(config, out)
+        inputs = {"library": _fingerprint(data.library.view), "site": _fingerprint(data.site),
+                  "country": None if data.country is None else _fingerprint(data.country.view)}
+        options = {**config.results(), "inputs": inputs}
+        ctx = StudyContext(config, data, out, serial_map, None, echo)
+        stages = build_stages(ctx)
+        plan_stages(stages, out, options, config.only)  # an --only that cannot run fails here
+    except UserInputError:
+        if fresh:  # the site's split copy is all a failed start may have written
+            remove_path(out)
+        raise
     out.mkdir(parents=True, exist_ok=True)
-    inputs = {"library": _fingerprint(data.library.view), "site": _fingerprint(data.site),
-              "country": None if data.country is None else _fingerprint(data.country.view)}
     started = time.perf_counter()
     write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
                                   "inputs": inputs, "dtl_dist_version": __version__,
@@ -160,10 +170,9 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
          f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
          + ("" if data.country is None else f", country library {data.country.size}"))
     with ExitStack() as stack:
-        task_map, rslocal_map = _engines(config, stack)
-        ctx = StudyContext(config, data, out, task_map or serial_map, rslocal_map, echo)
-        summaries = run_stages(build_stages(ctx), out, {**config.results(), "inputs": inputs}, only=config.only,
-                               echo=echo)
+        task_map, ctx.rslocal_map = _engines(config, stack)
+        ctx.task_map = task_map or serial_map
+        summaries = run_stages(stages, out, options, only=config.only, echo=echo)
     specs = models_for(data.country is not None)
     waiting = [spec.name for spec in specs if spec.name not in summaries]
     if waiting:

@@ -58,21 +58,18 @@ def locked(echo: Callable[[str], None]) -> Callable[[str], None]:
     return say
 
 
-def run_stages(stages: list[Stage], out: Path, options: dict, *, only=None,
-               echo: Callable[[str], None] = print) -> dict:
-    """Run ``stages`` (in dependency order, independent ones at the same time); return name -> summary of every
-    stage that is done.
+def plan_stages(stages: list[Stage], out: Path, options: dict, only=None) -> tuple[dict, list[Stage], Callable]:
+    """The keys of ``stages``, those to run (every kind in ``only``, or all; plus the finished ones, which are
+    read back) and a ``finished(stage) -> summary or None``.
 
-    A stage whose ``stage.json`` holds its current key is not run again. ``only`` (kinds of stage) runs those
-    kinds alone, e.g. RS-LOCAL on CPU nodes in one job and the searches on GPU nodes in the next; a stage they
-    need must have run before. The first stage that raises stops the study (stages already running finish) and
-    its exception propagates.
+    Raises
+    ------
+    UserInputError
+        When a stage to run needs a stage that is neither to run nor finished.
     """
     keys: dict[str, str] = {}
     for stage in stages:  # stages are listed after the ones they need
         keys[stage.name] = stage_key(stage.name, options, [keys[n] for n in stage.needs])
-    start = time.perf_counter()
-    futures: dict = {}
 
     def finished(stage: Stage) -> dict | None:
         record = stage_dir(out, stage.name) / STAGE_FILE
@@ -89,6 +86,22 @@ def run_stages(stages: list[Stage], out: Path, options: dict, *, only=None,
         if missing:
             raise UserInputError(f"--only {','.join(sorted(only))}: stage {stage.name} needs {', '.join(missing)}, "
                                  "which has not run yet; run its kind first")
+    return keys, chosen, finished
+
+
+def run_stages(stages: list[Stage], out: Path, options: dict, *, only=None,
+               echo: Callable[[str], None] = print) -> dict:
+    """Run ``stages`` (in dependency order, independent ones at the same time); return name -> summary of every
+    stage that is done.
+
+    A stage whose ``stage.json`` holds its current key is not run again. ``only`` (kinds of stage) runs those
+    kinds alone, e.g. RS-LOCAL on CPU nodes in one job and the searches on GPU nodes in the next; a stage they
+    need must have run before (:func:`plan_stages`). The first stage that raises stops the study (stages
+    already running finish) and its exception propagates.
+    """
+    keys, chosen, finished = plan_stages(stages, out, options, only)
+    start = time.perf_counter()
+    futures: dict = {}
 
     def work(stage: Stage) -> dict:
         for name in stage.needs:

@@ -152,3 +152,12 @@ def test_module_entry_point_reports_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {tmp_path / 'missing.zarr'}: no such spectral library store"
     assert proc.stdout == ""
+
+
+def test_a_data_folder_that_is_missing_or_lacks_the_file_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DTL_DATA", str(tmp_path / "nowhere"))
+    _user_error(_run("demo", "--out", tmp_path / "out"), f"DTL_DATA={tmp_path / 'nowhere'}: no such folder")
+    monkeypatch.delenv("DTL_DATA")
+    _user_error(_run("demo", "--out", tmp_path / "out", "--data-dir", tmp_path),
+                "no geeves_nsw/datsoilspc.npz; expected the Geeves NSW library there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -155,3 +155,14 @@ def test_a_large_library_cnn_is_trained_streamed_on_all_of_it(data, ray_session,
     np.testing.assert_allclose(summary["cv_predictions"], model.predict(study.local_absorbance), rtol=1e-5)
     folds = kfold_assignment(223, 3, config.seed)
     assert np.bincount(folds).tolist() == [75, 74, 74]
+
+
+def test_too_few_labelled_samples_for_the_folds_fall_back_to_leave_one_out(data, tmp_path):
+    config, _ = data
+    from dataclasses import replace
+
+    small = replace(config, out=str(tmp_path / "run"), n_local=8, cv_folds=5)
+    (tmp_path / "run").mkdir()
+    study = load_study_data(small, tmp_path / "run")
+    assert study.n_outer == 8 and sorted(study.outer.tolist()) == list(range(8))
+    assert any("leave-one-out" in note for note in study.notes)

@@ -4,7 +4,9 @@ This is the only module that imports Ray. The algorithms in ``dtl_dist.nn`` take
 as arguments: :func:`map_blocks` (fold transfers, paper 2.3.3/2.3.4) and :class:`TuneRunner` (the CNN
 hyper-parameter search, paper 2.3.1), so they stay testable in-process.
 
-Defaults follow ENVIRONMENT.md: loopback only, no dashboard, no usage stats, no driver log spam.
+Defaults follow ENVIRONMENT.md: a local runtime listens on loopback only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+unless the environment says otherwise), no dashboard, no usage stats, no driver log spam. A cluster is joined at
+the address a job script started (cluster/README.md: dashboards through an SSH tunnel).
 """
 
 from __future__ import annotations
@@ -109,6 +111,37 @@ def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int 
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=object_store_memory, configure_logging=False)
     return ray
+
+
+def wait_for_nodes(address: str, n_nodes: int, timeout_s: float) -> dict:
+    """Wait until the Ray cluster at ``address`` answers and has ``n_nodes`` live nodes (a job script's start-up
+    check); returns its resources. Raises :class:`UserInputError` naming what did not appear in time: the head,
+    or the nodes (with how many came)."""
+    import time
+
+    _quiet_env()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _check_reachable(address, 2.0)
+            break
+        except UserInputError:
+            if time.monotonic() > deadline:
+                raise UserInputError(f"--ray-address {address}: no Ray head answered within {timeout_s:g} s; see the "
+                                     "head's log") from None
+            time.sleep(1.0)
+    import ray
+
+    ray.init(address=address, log_to_driver=False, configure_logging=False)
+    try:
+        while (alive := sum(node["Alive"] for node in ray.nodes())) < n_nodes:
+            if time.monotonic() > deadline:
+                raise UserInputError(f"{alive} of {n_nodes} Ray nodes joined {address} within {timeout_s:g} s; see "
+                                     "the workers' log")
+            time.sleep(1.0)
+        return dict(ray.cluster_resources())
+    finally:
+        ray.shutdown()
 
 
 def running() -> bool:

@@ -264,4 +264,5 @@ def _progress_bar(progress: bool, state: RSLocalState | None):
         return None
     from tqdm import tqdm
 
-    return tqdm(desc="rslocal", unit="iteration", initial=state.iteration if state else 0, leave=False)
+    # disable=None: no bar when stderr is not a terminal (a job log)
+    return tqdm(desc="rslocal", unit="iteration", initial=state.iteration if state else 0, leave=False, disable=None)

@@ -264,6 +264,13 @@ def allocate(nodes_wanted: int, cpus: int | None, gpus: int | None, notes: list)
     return node_names(nodes_wanted), cpus_on_node, min(gpus or 0, gpus_on_node)
 
 
+def record_script(records: Records, job_id: str, script: Path) -> None:
+    """Keep a copy of the script as submitted (the scheduler's spool: the file may change or go away)."""
+    copy = records.root / "jobs" / f"{job_id}.script"
+    shutil.copyfile(script, copy)
+    records.update(job_id, script=str(copy), submitted_script=str(script))
+
+
 def spawn_runner(job_id: str) -> None:
     subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "_run", job_id], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -304,6 +311,7 @@ def sbatch(args: list[str]) -> None:
               "time_limit_s": seconds(options.get("time")), "submitted": time.time()}
     records = Records()
     job_id = records.new(record)
+    record_script(records, job_id, script)
     cpus_per_task = min(int(options.get("cpus-per-task", 1)), cpus)
     job_vars = {"SLURM_JOB_ID": job_id, "SLURM_JOBID": job_id, "SLURM_JOB_NAME": name,
                 "SLURM_JOB_NODELIST": compress(nodes), "SLURM_NODELIST": compress(nodes),
@@ -388,7 +396,8 @@ def scontrol(args: list[str]) -> None:
     if args[:2] == ["show", "job"] and len(args) > 2:
         record = Records().get(args[2])
         print(f"JobId={record['id']} JobName={record['name']} JobState={record['state']} "
-              f"NodeList={compress(record['nodes'])} Command={record['script']} WorkDir={record['submit_dir']}")
+              f"NodeList={compress(record['nodes'])} Command={record['submitted_script']} "
+              f"WorkDir={record['submit_dir']}")
         return
     die(f"scontrol: the fake cluster knows 'show hostnames LIST' and 'show job ID' only, not {' '.join(args)}")
 
@@ -465,6 +474,7 @@ def qsub(args: list[str]) -> None:
               "time_limit_s": seconds(select.get("walltime")), "submitted": time.time()}
     records = Records()
     job_id = records.new(record)
+    record_script(records, job_id, script)
     nodefile = records.root / f"nodefile.{job_id}"
     mpiprocs = int(select.get("mpiprocs", 1))
     nodefile.write_text("".join(f"{n}\n" * mpiprocs for n in nodes))

@@ -228,7 +228,7 @@ def library_array(library):
 # --- dask-jobqueue: workers as batch jobs -------------------------------------------------------------------
 
 JOBQUEUE_KEYS = {"scheduler": "slurm or pbs", "jobs": "worker jobs to keep running",
-                 "adapt": "{minimum_jobs, maximum_jobs} instead of jobs", "start_timeout": "e.g. 10min",
+                 "adapt": "{minimum_jobs, maximum_jobs} instead of jobs", "start_timeout": "e.g. 30m, 1h",
                  "cluster": "keyword arguments of the dask_jobqueue cluster class"}
 """Keys of a jobqueue YAML file and what each holds."""
 
@@ -242,7 +242,7 @@ class JobqueueSpec:
     cluster: dict = field(default_factory=dict)
     jobs: int | None = None
     adapt: dict | None = None
-    start_timeout: str = "10min"
+    start_timeout: str = "10m"
 
     def cluster_class(self):
         import dask_jobqueue
@@ -256,7 +256,8 @@ def jobqueue_options(cluster_class) -> set[str]:
     for fn in (cluster_class.__init__, cluster_class.job_cls.__init__, cluster_class.job_cls.__mro__[1].__init__):
         names |= {p.name for p in inspect.signature(fn).parameters.values()
                   if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return names - {"self", "scheduler", "job_cls", "loop", "asynchronous", "n_workers"}
+    # dashboard_address is refused by the class itself: it belongs in scheduler_options
+    return names - {"self", "scheduler", "job_cls", "loop", "asynchronous", "n_workers", "dashboard_address"}
 
 
 def load_jobqueue(path) -> JobqueueSpec:
@@ -270,6 +271,7 @@ def load_jobqueue(path) -> JobqueueSpec:
                   walltime: "01:00:00", interface: hsn0}
     """
     import yaml
+    from dask.utils import parse_timedelta
 
     path = Path(path)
     if not path.is_file():
@@ -296,8 +298,12 @@ def load_jobqueue(path) -> JobqueueSpec:
         raise UserInputError(f"--jobqueue {path}: adapt {adapt!r}; expected {{minimum_jobs: N, maximum_jobs: M}}")
     if not isinstance(cluster, dict):
         raise UserInputError(f"--jobqueue {path}: cluster must be a mapping of keyword arguments")
-    result = JobqueueSpec(str(path), spec["scheduler"], dict(cluster), jobs, adapt,
-                          str(spec.get("start_timeout", "10min")))
+    timeout = str(spec.get("start_timeout", "10m"))
+    try:
+        parse_timedelta(timeout)
+    except (KeyError, ValueError):
+        raise UserInputError(f"--jobqueue {path}: start_timeout {timeout!r}; expected a duration such as 30m or 1h")
+    result = JobqueueSpec(str(path), spec["scheduler"], dict(cluster), jobs, adapt, timeout)
     allowed = jobqueue_options(result.cluster_class())
     unknown = sorted(set(cluster) - allowed)
     if unknown:
@@ -307,9 +313,12 @@ def load_jobqueue(path) -> JobqueueSpec:
 
 
 def jobqueue_cluster(spec: JobqueueSpec):
-    """The dask-jobqueue cluster of ``spec`` (its scheduler runs here; no job is submitted yet)."""
+    """The dask-jobqueue cluster of ``spec`` (its scheduler runs here; no job is submitted yet). Its dashboard
+    listens on this host's loopback unless the file says otherwise (reach it through an SSH tunnel)."""
+    options = dict(spec.cluster)
+    options["scheduler_options"] = {"dashboard_address": "127.0.0.1:8787", **options.get("scheduler_options", {})}
     try:
-        return spec.cluster_class()(**spec.cluster)
+        return spec.cluster_class()(**options)
     except (TypeError, ValueError) as exc:
         raise UserInputError(f"--jobqueue {spec.path}: {exc}") from None
 

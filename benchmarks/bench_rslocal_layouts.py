@@ -13,8 +13,9 @@ Usage (defaults: N = 50,000, k = 100, the paper's m = 100, b = 40, retain = 0.95
   python benchmarks/bench_rslocal_layouts.py --n 1000000 --layouts inprocess:2 local:2x1 local:1x2 mpiexec:4x1 mpiexec:3x2
   python benchmarks/bench_rslocal_layouts.py --n 50000 --k-fraction 0.5 ...   # memory only: first iterations
 
-``--k-fraction F`` stops the search at k = F N (the memory peak is reached in the first iterations; the wall
-time is then not the full search's).
+``--k-fraction F`` stops the search at k = F N and labels all 30 site samples, so no PLS baseline is fitted on
+the k + n samples afterwards: a memory run (the peak is reached in the first iterations; the wall time is then
+not the full search's).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         write_library(tmp / "lib.zarr", args.n, seed=10)
-        write_site(tmp / "site.zarr", 80, seed=11)
+        # a memory run labels all 30 site samples: no local_test, so no PLS baselines on the k + n (large) samples
+        write_site(tmp / "site.zarr", 30 if args.k_fraction else 80, seed=11)
         select_local(tmp / "site.zarr", 30)
         library_gb = args.n * 211 * 4 / GB
         print(f"machine: {machine()}; library N = {args.n:,} x 211 float32 = {library_gb:.2f} GB; k = {k}; "

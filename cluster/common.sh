@@ -64,6 +64,7 @@ dtl_dask_start() {  # THREADS: one dask-mpi worker per node with THREADS threads
   local dashboard=(--no-dashboard)
   [ "$DTL_DASHBOARD" = yes ] && dashboard=(--dashboard --dashboard-address :8787)
   on_each_node dask-mpi --scheduler-file "$DTL_SCHEDULER_FILE" --scheduler-port 0 --interface "$DTL_INTERFACE" \
+    --protocol "${DTL_DASK_PROTOCOL:-tcp}" \
     --nthreads "$1" --worker-class distributed.Worker --inclusive-workers "${dashboard[@]}" &
   DTL_BACKGROUND+=($!)
   dtl wait --scheduler-file "$DTL_SCHEDULER_FILE" --workers "${#DTL_NODES[@]}" --timeout "$DTL_WAIT_S"

@@ -245,8 +245,11 @@ class JobqueueSpec:
     start_timeout: str = "10m"
 
     def cluster_class(self):
-        import dask_jobqueue
-
+        try:
+            import dask_jobqueue
+        except ImportError:
+            raise UserInputError(f"--jobqueue {self.path}: needs the dask-jobqueue package "
+                                 "(pip install 'dtl-dist[mpi]')") from None
         return {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[self.scheduler]
 
 

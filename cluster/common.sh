@@ -5,6 +5,7 @@
 #   DTL_NODES      array of the job's host names (first = where the batch script runs)
 #   on_node        function: on_node HOST CMD...   runs CMD as one task on HOST (srun -w / mpiexec --hosts)
 #   on_each_node   function: on_each_node CMD...   runs CMD once on every node of the job
+#   on_workers     function (RS-LOCAL jobs): on_workers CMD...  runs CMD as DTL_WORKERS_PER_NODE tasks per node
 # Every setting is an environment variable with a default (cluster/README.md lists them).
 
 : "${DTL_VENV:=${MYSOFTWARE:-$HOME}/dtl-dist/.venv}"   # virtual environment with dtl installed
@@ -58,16 +59,23 @@ dtl_cleanup() {  # on exit, however the script ends: stop Ray on every node, end
 }
 trap dtl_cleanup EXIT
 
-dtl_dask_start() {  # THREADS: one dask-mpi worker per node with THREADS threads (rank 0 also runs the scheduler)
+dtl_layout() {  # CPUS WORKERS THREADS: check the RS-LOCAL layout of a node (worker processes x threads <= CPUs)
+  if [ "$2" -lt 1 ] || [ "$3" -lt 1 ] || [ $(( $2 * $3 )) -gt "$1" ]; then
+    dtl_fail "DTL_WORKERS_PER_NODE=$2 x DTL_THREADS=$3: a node of this job has $1 CPU(s)"
+  fi
+}
+
+dtl_dask_start() {  # THREADS: dask-mpi workers (on_workers) with THREADS threads each; rank 0 also runs the scheduler
   : "${DTL_SCHEDULER_FILE:?}"
   rm -f "$DTL_SCHEDULER_FILE"
   local dashboard=(--no-dashboard)
   [ "$DTL_DASHBOARD" = yes ] && dashboard=(--dashboard --dashboard-address :8787)
-  on_each_node dask-mpi --scheduler-file "$DTL_SCHEDULER_FILE" --scheduler-port 0 --interface "$DTL_INTERFACE" \
+  on_workers dask-mpi --scheduler-file "$DTL_SCHEDULER_FILE" --scheduler-port 0 --interface "$DTL_INTERFACE" \
     --protocol "${DTL_DASK_PROTOCOL:-tcp}" \
     --nthreads "$1" --worker-class distributed.Worker --inclusive-workers "${dashboard[@]}" &
   DTL_BACKGROUND+=($!)
-  dtl wait --scheduler-file "$DTL_SCHEDULER_FILE" --workers "${#DTL_NODES[@]}" --timeout "$DTL_WAIT_S"
+  dtl wait --scheduler-file "$DTL_SCHEDULER_FILE" --workers $(( ${#DTL_NODES[@]} * DTL_WORKERS_PER_NODE )) \
+    --timeout "$DTL_WAIT_S"
   [ "$DTL_DASHBOARD" = yes ] && echo "Dask dashboard: ssh -N -L 8787:${DTL_NODES[0]}:8787 LOGIN_NODE, then http://localhost:8787"
   return 0
 }

@@ -111,16 +111,22 @@ def _in_process_selection(stores: Path, out: Path) -> str:
     return (out / "selected.csv").read_text()
 
 
-@pytest.mark.parametrize("scheduler", ["slurm", "pbs"])
-def test_rslocal_job_on_two_nodes_selects_as_in_process(cluster, stores, scheduler):
-    submit = (["sbatch", "--parsable", "--cpus-per-task=1", str(CLUSTER / "slurm" / "rslocal.sbatch")]
-              if scheduler == "slurm" else ["qsub", "-V", "-l", "select=2:ncpus=1:mpiprocs=1",
-                                            str(CLUSTER / "pbs" / "rslocal.pbs")])
-    (job,) = cluster.submit(submit, DTL_OUT=str(cluster.folder / "rs"), DTL_RSLOCAL_OPTS=RSLOCAL_OPTS)
+@pytest.mark.parametrize("scheduler, layout", [("slurm", "1 worker(s) x 2 thread(s)"),
+                                               ("pbs", "2 worker(s) x 1 thread(s)")])
+def test_rslocal_job_on_two_nodes_selects_as_in_process(cluster, stores, scheduler, layout):
+    """Two fake nodes of 2 CPUs: one worker process with 2 threads per node (SLURM), two single-threaded worker
+    processes per node (PBS)."""
+    submit = (["sbatch", "--parsable", "--ntasks-per-node=1", "--cpus-per-task=2",
+               str(CLUSTER / "slurm" / "rslocal.sbatch")] if scheduler == "slurm" else
+              ["qsub", "-V", "-l", "select=2:ncpus=2:mpiprocs=2", str(CLUSTER / "pbs" / "rslocal.pbs")])
+    (job,) = cluster.submit(submit, DTL_OUT=str(cluster.folder / "rs"), DTL_RSLOCAL_OPTS=RSLOCAL_OPTS,
+                            DTL_LOCAL_CPUS_PER_NODE="2")
     record = cluster.wait([job], timeout=300)[job]
     log = cluster.log(job)
     assert record["state"] == "COMPLETED", log[-3000:]
-    assert "Dask cluster of" in log and "2 worker(s)" in log  # one dask-mpi worker per fake node
+    assert f"2 node(s) x {layout}" in log
+    workers = 2 if scheduler == "slurm" else 4
+    assert f"{workers} worker(s), 4 thread(s)" in log  # dask-mpi workers on both fake nodes
     serial = _in_process_selection(stores, cluster.folder / "serial")
     assert (cluster.folder / "rs" / "selected.csv").read_text() == serial
     assert not list(cluster.folder.glob("dtl-dask-*.json"))  # the scheduler file is removed
@@ -149,8 +155,8 @@ def test_study_job_chain_ends_with_metrics(cluster, scheduler, tmp_path):
     run = tmp_path / "study"
     variables = dict(DTL_OUT=str(run), DTL_STUDY_OPTS=STUDY_OPTS)
     if scheduler == "slurm":
-        ids = cluster.submit(["bash", str(CLUSTER / "slurm" / "study-chain.sh")], DTL_SBATCH_OPTS="--cpus-per-task=1",
-                             **variables)
+        ids = cluster.submit(["bash", str(CLUSTER / "slurm" / "study-chain.sh")],
+                             DTL_SBATCH_OPTS="--ntasks-per-node=1 --cpus-per-task=1", **variables)
     else:
         ids = cluster.submit(["bash", str(CLUSTER / "pbs" / "study-chain.sh")],
                              DTL_CPU_SELECT="select=2:ncpus=1:mpiprocs=1", DTL_GPU_SELECT="select=2:ncpus=1", **variables)
@@ -169,13 +175,15 @@ def test_study_job_chain_ends_with_metrics(cluster, scheduler, tmp_path):
 
 def test_bad_input_fails_fast_with_the_reason(cluster, tmp_path):
     slurm, pbs = CLUSTER / "slurm", CLUSTER / "pbs"
+    rslocal = ["sbatch", "--parsable", "--ntasks-per-node=1", str(slurm / "rslocal.sbatch")]
     cases = [  # (submit command, variables, expected reason)
-        (["sbatch", "--parsable", str(slurm / "rslocal.sbatch")], {"DTL_LIBRARY": str(tmp_path / "missing.zarr")},
+        (rslocal, {"DTL_LIBRARY": str(tmp_path / "missing.zarr")},
          f"library store {tmp_path / 'missing.zarr'} not found on dtl-node1"),
+        (["sbatch", "--parsable", str(slurm / "rslocal.sbatch")], {},  # the script's 8 x 16 on 1-CPU nodes
+         "DTL_WORKERS_PER_NODE=8 x DTL_THREADS=1: a node of this job has 1 CPU(s)"),
         (["qsub", "-V", "-l", "select=2", str(pbs / "ray.pbs")], {"DTL_GPUS_PER_TRIAL": "2"},
          "DTL_GPUS_PER_TRIAL=2: a node of this job has 0 GPU(s)"),
-        (["sbatch", "--parsable", str(slurm / "rslocal.sbatch")], {"DTL_INTERFACE": "no-such-nic0", "DTL_WAIT_S": "5"},
-         "did not appear within 5 s"),
+        (rslocal, {"DTL_INTERFACE": "no-such-nic0", "DTL_WAIT_S": "5"}, "did not appear within 5 s"),
         (["sbatch", "--parsable", str(slurm / "ray.sbatch")],
          {"DTL_DATA": str(cluster.env["DTL_LIBRARY"]), "DTL_GPUS_PER_TRIAL": "0", "DTL_CPUS_PER_NODE": "-1",
           "DTL_WAIT_S": "5"}, "no Ray head answered within 5 s"),
@@ -189,6 +197,7 @@ def test_bad_input_fails_fast_with_the_reason(cluster, tmp_path):
         assert not (tmp_path / "out").exists()  # nothing written
     # a failed first job cancels the rest of a chain
     ids = list(dict.fromkeys(cluster.submit(["bash", str(slurm / "study-chain.sh")], DTL_OUT=str(tmp_path / "study"),
-                                            DTL_LIBRARY=str(tmp_path / "missing.zarr"))))
+                                            DTL_LIBRARY=str(tmp_path / "missing.zarr"),
+                                            DTL_SBATCH_OPTS="--ntasks-per-node=1")))
     records = cluster.wait(ids, timeout=120)
     assert [records[j]["state"] for j in ids] == ["FAILED", "CANCELLED", "CANCELLED"]

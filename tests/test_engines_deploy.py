@@ -45,9 +45,9 @@ def _yaml(tmp_path: Path, spec: dict) -> Path:
 
 @pytest.mark.parametrize("name, lines", [
     ("slurm", ["#SBATCH -A pawsey0000", "#SBATCH -p work", "#SBATCH -t 01:00:00", "#SBATCH --exclusive",
-               "--nthreads 128", "--no-nanny", "source $MYSOFTWARE/dtl-dist/.venv/bin/activate"]),
+               "--nthreads 16", "--nworkers 8", "--no-nanny", "source $MYSOFTWARE/dtl-dist/.venv/bin/activate"]),
     ("pbs", ["#PBS -A PROJECT", "#PBS -q workq", "#PBS -l select=1:ncpus=128:mem=230GB", "#PBS -l walltime=01:00:00",
-             "--nthreads 128", "--no-nanny"]),
+             "--nthreads 16", "--nworkers 8", "--no-nanny"]),
 ])
 def test_example_files_give_the_expected_job_scripts(name, lines, tmp_path):
     spec = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())

@@ -6,7 +6,7 @@
 #   3. study-evaluate.pbs (one node)   dtl study --resume: metrics.csv (+ dtl report)
 # Run it on a login node (it only submits). Every job gets this shell's variables (qsub -V):
 #   DTL_LIBRARY, DTL_SITE, DTL_OUT, DTL_STUDY_OPTS (identical for the three jobs), DTL_ACCOUNT,
-#   DTL_CPU_SELECT (default select=2:ncpus=128:mpiprocs=1), DTL_GPU_SELECT (select=2:ncpus=64:ngpus=8:mpiprocs=1),
+#   DTL_CPU_SELECT (default select=2:ncpus=128:mpiprocs=8), DTL_GPU_SELECT (select=2:ncpus=64:ngpus=8:mpiprocs=1),
 #   DTL_CPU_QUEUE, DTL_GPU_QUEUE, DTL_QSUB_OPTS (more qsub options for every job).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,7 +22,7 @@ gpu_queue=(); [ -n "${DTL_GPU_QUEUE:-}" ] && gpu_queue=(-q "$DTL_GPU_QUEUE")
 extra=(${DTL_QSUB_OPTS:-})
 
 job1=$(qsub -V -v DTL_MODE=study "${account[@]}" "${cpu_queue[@]}" "${extra[@]}" \
-  -l "${DTL_CPU_SELECT:-select=2:ncpus=128:mpiprocs=1}" "$here/rslocal.pbs")
+  -l "${DTL_CPU_SELECT:-select=2:ncpus=128:mpiprocs=8}" "$here/rslocal.pbs")
 job2=$(qsub -V -v DTL_MODE=study "${account[@]}" "${gpu_queue[@]}" "${extra[@]}" -W "depend=afterok:$job1" \
   -l "${DTL_GPU_SELECT:-select=2:ncpus=64:ngpus=8:mpiprocs=1}" "$here/ray.pbs")
 job3=$(qsub -V "${account[@]}" "${cpu_queue[@]}" "${extra[@]}" -W "depend=afterok:$job2" "$here/study-evaluate.pbs")

@@ -14,6 +14,13 @@ subsets spread over ``--workers`` Python threads that each run torch single-thre
 configures it, OPENBLAS_* untouched), keeping the best of ``--repeat`` runs, and prints fits/s, the speed-ups and the
 largest difference from scikit-learn's predictions (relative to their largest magnitude).
 
+Two more forms are measured on the same subsets, as RS-LOCAL runs them (2x1 threads, float32), to record why the
+kernel is what it is (issue 10): the kernel before its numpy transpose (torch's strided copy of ``Xc'``), and a Gram
+("kernel PLS") form whose work is one GEMM per subset, ``K = Xc Xc'`` (m x m), then NIPALS on K in float64:
+with K from a float32 GEMM (fast, but K's rounding swamps the small eigenvalues: see the accuracy column), and with
+K accumulated accurately by splitting ``Xc = Z V' + R`` (V: the top ``GRAM_SPLIT`` right singular vectors of the
+chunk's first subset; ``Z Z'`` in float64, ``R R'`` by float32 GEMM).
+
 Run: ``.venv/bin/python benchmarks/bench_pls.py``
 """
 
@@ -34,11 +41,50 @@ from sklearn.cross_decomposition import PLSRegression
 
 from dtl_dist.library.ingest import REAL_DATA_GRID, VISNIR_SITES, ingest
 from dtl_dist.library.real_data import data_dir, library_sources
-from dtl_dist.linear import pls1_fit_predict
+from dtl_dist.linear import pls1_fit_predict, pls_kernel
 from dtl_dist.spectra.preprocess import SNV
 
 CHUNK = 128
 """Subsets per kernel call in the threaded mode (as in :mod:`dtl_dist.select.rslocal`)."""
+GRAM_SPLIT = 8
+"""Rank of the float64 part of the split Gram matrix."""
+
+
+def gram_fit_predict(X: torch.Tensor, y: torch.Tensor, local: torch.Tensor, ncomp: int, split: int) -> torch.Tensor:
+    """PLS1 predictions of ``local`` by the Gram form: K = Xc Xc' (float32 GEMM when ``split`` is 0, else
+    ``Z Z' + R R'`` with a rank-``split`` float64 part), NIPALS on K in float64, ``coef = Xc' alpha``."""
+    x_mean, y_mean = X.mean(1), y.mean(1)
+    Xc = X - x_mean[:, None]
+    if split:
+        Xd = Xc.double()
+        V = torch.linalg.svd(Xd[0], full_matrices=False).Vh[:split].mT
+        Z = Xd @ V
+        K = torch.baddbmm(((Xd - Z @ V.mT).float() @ (Xd - Z @ V.mT).float().mT).double(), Z, Z.mT)
+    else:
+        K = (Xc @ Xc.mT).double()
+    u = (y - y_mean[:, None]).double()
+    B, m = u.shape
+    T, U, t_norms, q = K.new_zeros(B, ncomp, m), K.new_zeros(B, ncomp, m), [], []
+    for a in range(ncomp):
+        Ku = (u[:, None] @ K)[:, 0]
+        d = torch.linalg.vecdot(u, Ku).clamp_min(1e-300).rsqrt()  # 1 / ||Xc' u||
+        t = Ku * d[:, None]
+        t = t - ((t[:, None] @ T[:, :a].mT) @ T[:, :a])[:, 0] if a else t
+        t_norms.append(torch.linalg.vector_norm(t, dim=1))
+        T[:, a] = t / t_norms[-1][:, None]
+        q.append(torch.linalg.vecdot(u, T[:, a]))
+        U[:, a] = u * d[:, None]
+        u = u - T[:, a] * q[-1][:, None]
+    t_norm = torch.stack(t_norms, 1)
+    PW = (T @ K @ U.mT) / t_norm[:, :, None]  # P'W: unit upper triangular
+    alpha = U.mT @ torch.linalg.solve_triangular(PW, (torch.stack(q, 1) / t_norm)[:, :, None], upper=True)
+    coef = (alpha.mT @ Xc.double())[:, 0]
+    return ((local.double() - x_mean[:, None].double()) @ coef[:, :, None])[:, :, 0] + y_mean[:, None].double()
+
+
+def _torch_transposed(Xc: torch.Tensor) -> torch.Tensor:
+    """The kernel's transpose before issue 10: torch's strided copy."""
+    return Xc.mT.contiguous()
 
 
 def real_subsets(n_subsets: int, m: int, n_local: int, seed: int = 0):
@@ -108,20 +154,32 @@ def main() -> None:
                 ours()  # warm-up
                 elapsed, pred = best_time(ours, args.repeat)
                 row(f"dtl_dist {dtype}, {threads} thr.", str(batch), elapsed, pred.double().numpy())
-    for dtype in ("float64", "float32"):
-        Xt, yt, lt = (torch.as_tensor(a, dtype=getattr(torch, dtype)) for a in (X, y, local))
-
+    def threaded(fit_predict, Xt, yt, lt):
         def chunk(i):
             torch.set_num_threads(1)  # per calling thread
-            return pls1_fit_predict(Xt[i : i + CHUNK], yt[i : i + CHUNK], lt, A)
+            return fit_predict(Xt[i : i + CHUNK], yt[i : i + CHUNK], lt)
 
-        def ours_threaded():
+        def run():
             with ThreadPoolExecutor(args.workers) as pool:
                 return torch.cat(list(pool.map(chunk, range(0, B, CHUNK))))
 
-        ours_threaded()  # warm-up
-        elapsed, pred = best_time(ours_threaded, args.repeat)
+        run()  # warm-up
+        return best_time(run, args.repeat)
+
+    for dtype in ("float64", "float32"):
+        Xt, yt, lt = (torch.as_tensor(a, dtype=getattr(torch, dtype)) for a in (X, y, local))
+        elapsed, pred = threaded(lambda Xb, yb, lb: pls1_fit_predict(Xb, yb, lb, A), Xt, yt, lt)
         row(f"dtl_dist {dtype}, {args.workers}x1 thr.", str(CHUNK), elapsed, pred.double().numpy())
+    Xt, yt, lt = (torch.as_tensor(a, dtype=torch.float32) for a in (X, y, local))
+    transposed, pls_kernel._transposed = pls_kernel._transposed, _torch_transposed
+    try:
+        elapsed, pred = threaded(lambda Xb, yb, lb: pls1_fit_predict(Xb, yb, lb, A), Xt, yt, lt)
+    finally:
+        pls_kernel._transposed = transposed
+    row(f"before: torch transpose, {args.workers}x1", str(CHUNK), elapsed, pred.double().numpy())
+    for split, name in ((0, "Gram, float32 K"), (GRAM_SPLIT, f"Gram, split K (rank {GRAM_SPLIT})")):
+        elapsed, pred = threaded(lambda Xb, yb, lb, split=split: gram_fit_predict(Xb, yb, lb, A, split), Xt, yt, lt)
+        row(f"{name}, {args.workers}x1", str(CHUNK), elapsed, pred.numpy())
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

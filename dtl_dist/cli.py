@@ -201,6 +201,13 @@ def rslocal(
     scheduler_file: Optional[Path] = typer.Option(None, help="Join the Dask cluster of this scheduler file."),
     address: Optional[str] = typer.Option(None, help="Join the Dask scheduler at this address."),
     mpi: bool = typer.Option(False, help="Start Dask with dask-mpi (automatic under mpiexec)."),
+    threads: Optional[int] = typer.Option(None, help="Threads per Dask worker (default 1), or of this process "
+                                          "when in-process (default: all cores). One worker process per node "
+                                          "with a thread per core holds the library once per node."),
+    jobqueue: Optional[Path] = typer.Option(None, help="dask-jobqueue YAML (scheduler, jobs, cluster): Dask "
+                                            "workers as SLURM/PBS jobs (see cluster/jobqueue/)."),
+    interface: Optional[str] = typer.Option(None, help="Network interface of a multi-host dask-mpi cluster "
+                                            "(e.g. hsn0); default loopback on one host."),
     connect_timeout: str = typer.Option("10s", help="How long to try to reach an existing scheduler."),
     block_size: int = typer.Option(256, help="Subsets per task."),
     dtype: str = typer.Option("float32", help="PLS precision: float32 or float64."),
@@ -212,7 +219,8 @@ def rslocal(
                            retain=retain, ncomp=ncomp, criterion=criterion, seed=seed, target=target,
                            dtype=dtype, block_size=block_size, strict=strict, resume=resume, workers=workers,
                            scheduler_file=str(scheduler_file) if scheduler_file else None, address=address,
-                           mpi=mpi, connect_timeout=connect_timeout)
+                           mpi=mpi, connect_timeout=connect_timeout, threads=threads,
+                           jobqueue=None if jobqueue is None else str(jobqueue), interface=interface)
     summary = run_rslocal(config, echo=lambda line: typer.echo(line, err=True))
     line = f"n_selected {summary['n_selected']} (k requested {summary['k_requested']}) in {summary['iterations']} iterations"
     for name in ("rslocal_pls", "local_pls"):
@@ -243,6 +251,9 @@ def study(
     ncomp: int = typer.Option(10, help="RS-LOCAL PLS components."),
     max_epochs: Optional[int] = typer.Option(None, help="Cap on the epochs of every 1D-CNN (default: its own)."),
     workers: int = typer.Option(2, help="Dask LocalCluster workers for RS-LOCAL (0: in-process)."),
+    threads: Optional[int] = typer.Option(None, help="Threads per Dask worker (default 1), or of this process "
+                                          "in-process."),
+    jobqueue: Optional[Path] = typer.Option(None, help="dask-jobqueue YAML: RS-LOCAL's Dask workers as batch jobs."),
     scheduler_file: Optional[Path] = typer.Option(None, help="Run RS-LOCAL on the Dask cluster of this file."),
     address: Optional[str] = typer.Option(None, help="Run RS-LOCAL on the Dask scheduler at this address."),
     ray_address: Optional[str] = typer.Option(None, help="Run searches and transfers on this Ray cluster."),
@@ -261,7 +272,8 @@ def study(
         library=str(library), site=str(site), out=str(out), country=country,
         country_library=None if country_library is None else str(country_library), n_local=n_local, k=k,
         budget=budget, trials=trials, cv_folds=cv_folds, inner_folds=inner_folds, seed=seed, target=target,
-        subset=subset, b=b, retain=retain, ncomp=ncomp, max_epochs=max_epochs, workers=workers,
+        subset=subset, b=b, retain=retain, ncomp=ncomp, max_epochs=max_epochs, workers=workers, threads=threads,
+        jobqueue=None if jobqueue is None else str(jobqueue),
         scheduler_file=None if scheduler_file is None else str(scheduler_file), address=address,
         ray_address=ray_address, cpus=cpus, resume=resume, level=level,
         only=None if only is None else tuple(k.strip() for k in only.split(",")))
@@ -303,6 +315,31 @@ def predict(
     note = "" if done["calibrated"] else " (the model has no calibration residuals: intervals are NaN)"
     typer.echo(f"wrote {out}: {done['rows']} estimates from {done['model']}, {level:.0%} intervals +/- "
                f"{done['half_width']:.3g} % SOC{note}")
+
+
+@app.command()
+@user_errors
+def wait(
+    scheduler_file: Optional[Path] = typer.Option(None, help="Wait for this Dask scheduler file and its workers."),
+    workers: int = typer.Option(1, help="Dask workers to wait for (with --scheduler-file)."),
+    ray_address: Optional[str] = typer.Option(None, help="Wait for the Ray cluster at HOST:PORT and its nodes."),
+    nodes: int = typer.Option(1, help="Ray nodes to wait for (with --ray-address)."),
+    timeout: float = typer.Option(300, help="Seconds before giving up (exit 2 with the reason)."),
+) -> None:
+    """Wait until a cluster started by a job script is up (scheduler file and workers, or Ray head and nodes)."""
+    if (scheduler_file is None) == (ray_address is None):
+        raise UserInputError("give one of --scheduler-file and --ray-address")
+    if scheduler_file is not None:
+        from dtl_dist.engines.dask import wait_for_workers
+
+        threads = wait_for_workers(scheduler_file, workers, timeout)
+        typer.echo(f"Dask cluster of {scheduler_file}: {workers} worker(s), {threads} thread(s)")
+    else:
+        from dtl_dist.engines.ray import wait_for_nodes
+
+        resources = wait_for_nodes(ray_address, nodes, timeout)
+        typer.echo(f"Ray cluster at {ray_address}: {nodes} node(s), {resources.get('CPU', 0):g} CPU(s), "
+                   f"{resources.get('GPU', 0):g} GPU(s)")
 
 
 @app.command()

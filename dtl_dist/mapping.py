@@ -2,26 +2,54 @@
 
 An algorithm with parallel work takes ``map_blocks(fn, blocks, shared=()) -> list`` that returns
 ``[fn(block, *shared) for block in blocks]`` in block order; ``shared`` holds objects every block needs.
-:func:`serial_map` is the in-process default; :mod:`dtl_dist.engines.dask` and :mod:`dtl_dist.engines.ray`
-supply distributed ones, which also promise: each shared object is sent to the cluster once (and reused by
-later calls given the same object), a failed task is retried, and torch in a task uses only the task's
-threads (:func:`with_torch_threads`).
+:func:`serial_map` and :func:`thread_map` are the in-process maps; :mod:`dtl_dist.engines.dask` and
+:mod:`dtl_dist.engines.ray` supply distributed ones, which also promise: each shared object is sent to the
+cluster once (and reused by later calls given the same object), a failed task is retried, and torch in a task
+uses only the task's threads (:func:`with_torch_threads`).
+
+Torch threads. ``torch.set_num_threads`` sets the calling thread's OpenMP team size and the process-wide
+default that threads take at their first torch operation. A task thread therefore sets its count once, the
+first time it runs a task (reading the count first, so a later change of the default cannot reach it), and
+never changes it back: a thread pool whose tasks toggled the count would let one task's restore reach
+another task mid-computation.
 """
 
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 
 def serial_map(fn: Callable, blocks, shared=()) -> list:
-    """Run every block here, in order."""
+    """Run every block here, in order (torch with the caller's own threads)."""
     return [fn(block, *shared) for block in blocks]
 
 
+def thread_map(threads: int) -> Callable:
+    """A ``map_blocks`` running the blocks in this process on ``threads`` Python threads, each running torch
+    on one thread (:func:`with_torch_threads`): the in-process twin of a Dask worker with ``threads`` threads,
+    so results are bitwise those of any engine layout. The process-wide torch default is left as found."""
+    threads = max(1, int(threads))
+
+    def run(fn, blocks, shared=()) -> list:
+        blocks = list(blocks)
+        torch = sys.modules.get("torch")
+        default = torch.get_num_threads() if torch is not None else None
+        try:
+            with ThreadPoolExecutor(min(threads, max(1, len(blocks))), thread_name_prefix="dtl-map") as pool:
+                return list(pool.map(lambda block: with_torch_threads(fn, 1, block, *shared), blocks))
+        finally:
+            if default is not None:
+                torch.set_num_threads(default)  # the caller's count again (its own is unchanged)
+
+    return run
+
+
 def with_torch_threads(fn: Callable, threads: int, *args):
-    """Call ``fn(*args)`` with torch limited to ``threads`` intra-op threads (if the task uses torch), so that
-    workers sharing a node do not oversubscribe it."""
+    """Call ``fn(*args)`` with torch limited to ``threads`` intra-op threads in this thread (if the task uses
+    torch), so that tasks sharing a node do not oversubscribe it; the count stays set for the thread's later
+    tasks (see the module notes)."""
     torch = sys.modules.get("torch")  # imported with fn's module, if fn uses it
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)

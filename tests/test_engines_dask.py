@@ -1,5 +1,6 @@
-"""The Dask engine: RS-LOCAL selects the same samples on 1, 2 or 3 workers as in-process, survives a killed
-worker, and reports an unreachable scheduler clearly (issue 3, paper section 2.3.2)."""
+"""The Dask engine: RS-LOCAL selects the same samples on 1, 2 or 3 worker processes, on one worker process with
+3 threads and on in-process threads as in-process, survives a killed worker, and reports an unreachable
+scheduler clearly (issues 3 and 10, paper section 2.3.2)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dtl_dist.engines import dask as dask_engine
 from dtl_dist.errors import UserInputError
 from dtl_dist.library import SpectralLibrary
 from dtl_dist.library.synthetic import write_library, write_site
+from dtl_dist.mapping import thread_map
 from dtl_dist.select.rslocal import rslocal
 from dtl_dist.spectra.grid import make_grid
 from dtl_dist.spectra.preprocess import SNV
@@ -50,6 +52,18 @@ def test_same_selection_on_any_number_of_workers(problem, cluster, n_workers, bl
     res = _run(lib, site, cluster, engine={"workers": workers}, block_size=block_size)
     assert np.array_equal(res.selected, serial.selected)
     assert res.trace == serial.trace
+
+
+def test_same_selection_on_the_threads_of_one_worker_and_in_process(problem):
+    lib, site, serial = problem
+    with dask_engine.client(n_workers=1, threads_per_worker=3) as threaded:
+        assert list(threaded.nthreads().values()) == [3]
+        res = _run(lib, site, threaded, block_size=128)
+    assert np.array_equal(res.selected, serial.selected) and res.trace == serial.trace
+    for threads in (1, 3):
+        local = rslocal(lib.ref(), lib.target("soc"), site.spectra()[:20], site.target("soc")[:20],
+                        map_blocks=thread_map(threads), **SEARCH)
+        assert np.array_equal(local.selected, serial.selected) and local.trace == serial.trace
 
 
 def test_a_killed_worker_does_not_change_the_selection(problem, cluster):

@@ -213,8 +213,8 @@ def test_dask_array_and_ref(tmp_path):
     np.testing.assert_array_equal(library_array(view).compute(), a["spectra"][[1, 4]])
     ref = pickle.loads(pickle.dumps(view.ref()))
     np.testing.assert_array_equal(ref.open().sample_id, ["s1", "s4"])
-    np.testing.assert_array_equal(ref.load_spectra(), a["spectra"][[1, 4]])
-    np.testing.assert_array_equal(lib.ref().load_spectra(), a["spectra"])
+    np.testing.assert_array_equal(ref.spectra(), a["spectra"][[1, 4]])
+    np.testing.assert_array_equal(lib.ref().spectra(), a["spectra"])
 
 
 def test_set_meta_and_split(tmp_path):

@@ -4,7 +4,9 @@ This is the only module that imports Ray. The algorithms in ``dtl_dist.nn`` take
 as arguments: :func:`map_blocks` (fold transfers, paper 2.3.3/2.3.4) and :class:`TuneRunner` (the CNN
 hyper-parameter search, paper 2.3.1), so they stay testable in-process.
 
-Defaults follow ENVIRONMENT.md: loopback only, no dashboard, no usage stats, no driver log spam.
+Defaults follow ENVIRONMENT.md: a local runtime listens on loopback only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+unless the environment says otherwise), no dashboard, no usage stats, no driver log spam. A cluster is joined at
+the address a job script started (cluster/README.md: dashboards through an SSH tunnel).
 """
 
 from __future__ import annotations
@@ -20,17 +22,20 @@ from dtl_dist.mapping import with_torch_threads
 QUIET_ENV = {
     "RAY_AUTH_MODE": "disabled",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_memory_monitor_refresh_ms": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
 }
-"""Environment for a quiet, loopback-only Ray (set with ``setdefault`` before Ray starts)."""
+"""Environment for a quiet Ray (set with ``setdefault`` before Ray starts)."""
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Added (``setdefault``) before a local runtime starts: Ray then binds 127.0.0.1 only. Not for joining a
+cluster, whose nodes (and this driver) use their network addresses."""
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
 
 
-def _quiet_env() -> None:
-    for key, value in QUIET_ENV.items():
+def _quiet_env(local: bool = False) -> None:
+    for key, value in (QUIET_ENV | LOOPBACK_ENV if local else QUIET_ENV).items():
         os.environ.setdefault(key, value)
     # Tune's TensorBoard logger warns on every rejected or diverged trial, whose RMSE is reported as inf.
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
@@ -91,7 +96,7 @@ def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int 
     UserInputError
         When ``address`` does not answer or is malformed, or ``num_gpus`` exceeds the local CUDA devices.
     """
-    _quiet_env()
+    _quiet_env(local=address is None)
     import ray
 
     if address is not None:
@@ -109,6 +114,39 @@ def init(address: str | None = None, num_cpus: int | None = None, num_gpus: int 
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=object_store_memory, configure_logging=False)
     return ray
+
+
+def wait_for_nodes(address: str, n_nodes: int, timeout_s: float) -> dict:
+    """Wait until the Ray cluster at ``address`` accepts a driver and has ``n_nodes`` live nodes (a job script's
+    start-up check); returns its resources. Raises :class:`UserInputError` naming what did not appear in time:
+    the head (with the last error), or the nodes (with how many came)."""
+    import time
+
+    _quiet_env()
+    import ray
+
+    deadline, last = time.monotonic() + timeout_s, "nothing listens there"
+    while True:
+        try:
+            _check_reachable(address, 2.0)
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            break
+        except (UserInputError, ConnectionError, RuntimeError) as exc:
+            last = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            ray.shutdown()
+        if time.monotonic() > deadline:
+            raise UserInputError(f"--ray-address {address}: no Ray head answered within {timeout_s:g} s ({last}); "
+                                 "see the head's log")
+        time.sleep(1.0)
+    try:
+        while (alive := sum(node["Alive"] for node in ray.nodes())) < n_nodes:
+            if time.monotonic() > deadline:
+                raise UserInputError(f"{alive} of {n_nodes} Ray nodes joined {address} within {timeout_s:g} s; see "
+                                     "the workers' log")
+            time.sleep(1.0)
+        return dict(ray.cluster_resources())
+    finally:
+        ray.shutdown()
 
 
 def running() -> bool:

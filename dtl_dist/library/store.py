@@ -17,7 +17,6 @@ renamed into place, so a failed write leaves no partial store and an existing st
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,9 +175,9 @@ def _check_unique_ids(ids: np.ndarray, *, where: str) -> None:
 
 @dataclass(frozen=True)
 class LibraryRef:
-    """A small, picklable handle on a store (path + row index) that Dask/Ray workers open themselves.
-
-    Spectra are read from Zarr once per process and cached, so they never travel through a task graph.
+    """A small, picklable handle on a store (path + row index) that Dask/Ray workers open themselves, so
+    spectra never travel through a task graph. Nothing is cached here: a reader that needs the spectra
+    for longer (e.g. RS-LOCAL's workers) keeps its own prepared copy, read in row blocks (``spectra(rows)``).
     """
 
     path: str
@@ -188,14 +187,13 @@ class LibraryRef:
         lib = SpectralLibrary.open(self.path)
         return lib if self.index is None else lib.subset(index=np.asarray(self.index, dtype=np.int64))
 
-    def load_spectra(self) -> np.ndarray:
-        return _cached_spectra(self)
+    @property
+    def n_samples(self) -> int:
+        return len(self.index) if self.index is not None else SpectralLibrary.open(self.path).n_samples
 
-
-@functools.lru_cache(maxsize=4)
-def _cached_spectra(ref: LibraryRef) -> np.ndarray:
-    return ref.open().spectra()
-
+    def spectra(self, rows=None) -> np.ndarray:
+        """Spectra as float32; ``rows`` (int index or slice) relative to this view, None = all."""
+        return self.open().spectra(rows)
 
 class SpectralLibrary:
     """A spectral library or site in a Zarr v3 store, or a row view of one.

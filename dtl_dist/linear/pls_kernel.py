@@ -253,7 +253,7 @@ def _fit_block(X: torch.Tensor, y: torch.Tensor, ncomp: int) -> PLS1Fit:
     B, m, p = X.shape
     x_mean = X.mean(1)
     Xc = X - x_mean[:, None]
-    Xct = Xc.mT.contiguous()  # row-vector @ matrix products run at cache speed in both directions
+    Xct = _transposed(Xc)  # row-vector @ matrix products run at cache speed in both directions
     y_mean = y.mean(1)
     u = y - y_mean[:, None]
     tiny = torch.finfo(X.dtype).tiny
@@ -285,6 +285,14 @@ def _fit_block(X: torch.Tensor, y: torch.Tensor, ncomp: int) -> PLS1Fit:
     W, P, q = W * sign, P * sign, q * sign[:, 0]
     coef = (_rotations(W, P) @ q[:, :, None])[:, :, 0]
     return PLS1Fit(x_mean, y_mean, W, P, q, coef)
+
+
+def _transposed(Xc: torch.Tensor) -> torch.Tensor:
+    """``Xc.mT`` as a contiguous tensor; on the CPU numpy's blocked transpose copies 2.5x faster than torch's
+    strided copy (bench_pls), with the same values."""
+    if Xc.device.type != "cpu":
+        return Xc.mT.contiguous()
+    return torch.from_numpy(np.ascontiguousarray(Xc.numpy().transpose(0, 2, 1)))
 
 
 def _rotations(W: torch.Tensor, P: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,15 @@ under the Mahalanobis criterion) scores +inf; it is counted in the trace (``n_fa
 the iteration's worst subset. An iteration in which no subset can be scored is an error.
 
 Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks, shared=()) -> list`` function
-(default: in-process) that calls ``fn(block, *shared)``; :mod:`dtl_dist.engines` supplies distributed ones,
-which send each ``shared`` object to a worker once. A block is only a range of subset numbers: the task
-re-draws the iteration's subsets from the random stream keyed by ``(seed, iteration)`` (the driver draws the
-same), so per-iteration traffic is the pool (|K| int32) and the subset scores, and the selection does not
-depend on the number of workers or on the block size.
+(default: this process's threads, :func:`dtl_dist.mapping.thread_map`) that calls ``fn(block, *shared)``;
+:mod:`dtl_dist.engines` supplies distributed ones, which send each ``shared`` object to a worker once. A block
+is only a range of subset numbers: the task re-draws the iteration's subsets from the random stream keyed by
+``(seed, iteration)`` (the driver draws the same), so per-iteration traffic is the pool (|K| int32) and the
+subset scores, and the selection does not depend on the number of workers or threads or on the block size.
+
+Memory. A process keeps one preprocessed copy of the library (read from the store in row blocks, never a raw
+copy beside it) and one draw per iteration, shared by all its threads: a node running one worker process with
+a thread per core holds the library once, whatever its number of cores (see ``cluster/README.md``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.mapping import serial_map
+from dtl_dist.mapping import thread_map
 from dtl_dist.linear.pls_kernel import pls1_fit, pls1_predict, pls1_transform
 
 CRITERIA = ("rmse", "reconstruction", "mahalanobis")
@@ -59,8 +62,8 @@ class SearchContext:
     """What every task of a search needs; the same object for the whole search, so an engine sends it to
     each worker once.
 
-    ``library`` is the (N, p) library spectra or a handle with ``load_spectra()`` (e.g.
-    :class:`dtl_dist.library.LibraryRef`) that a worker reads once per process.
+    ``library`` is the (N, p) library spectra or a handle with ``n_samples`` and ``spectra(rows)`` (e.g.
+    :class:`dtl_dist.library.LibraryRef`) that a worker process reads and preprocesses once.
     """
 
     library: object  # prepared (N, p) array, or a handle prepared on the worker
@@ -95,8 +98,8 @@ class SubsetBlock:
 
 
 CHUNK = 128
-"""Subsets per kernel call. Blocks are cut at multiples of it and every chunk is computed with one torch
-thread, so a subset's score is bitwise the same for any block size, worker count or thread count (on one
+"""Subsets per kernel call. Blocks are cut at multiples of it and every engine runs a task with one torch
+thread, so a subset's score is bitwise the same for any block size, worker, process or thread count (on one
 kind of CPU; workers on different instruction sets may round differently)."""
 
 
@@ -104,30 +107,43 @@ PREPROCESS_ROWS = 65_536
 """Library rows preprocessed at a time (bounds the temporaries)."""
 
 _prepared: dict = {}
+_prepared_lock = threading.Lock()
 _draws: dict = {}
 _draws_lock = threading.Lock()
 
 
-def prepare_library(X: np.ndarray, preprocess) -> np.ndarray:
-    """Apply a row-wise ``preprocess`` (e.g. SNV) to library spectra, in row blocks, as float32."""
-    if preprocess is None:
-        return X
-    out = np.empty(X.shape, dtype=np.float32)
-    for i in range(0, len(X), PREPROCESS_ROWS):
-        out[i:i + PREPROCESS_ROWS] = preprocess.fit_transform(X[i:i + PREPROCESS_ROWS])
+def prepare_library(library, preprocess) -> np.ndarray:
+    """Library spectra as float32 with a row-wise ``preprocess`` (e.g. SNV) applied, in row blocks.
+
+    ``library`` is an (N, p) array, or a handle with ``n_samples`` and ``spectra(rows)`` that is read block
+    by block into the result, so no raw copy of the whole library is ever held beside it.
+    """
+    if hasattr(library, "spectra"):
+        n, read = library.n_samples, library.spectra
+    elif preprocess is None:
+        return library
+    else:
+        X = np.asarray(library)
+        n, read = len(X), X.__getitem__
+    out = np.empty((n, read(slice(0, 1)).shape[1]), dtype=np.float32)
+    for i in range(0, n, PREPROCESS_ROWS):
+        block = read(slice(i, i + PREPROCESS_ROWS))
+        out[i:i + len(block)] = block if preprocess is None else preprocess.fit_transform(block)
     return out
 
 
 def _library_array(library, preprocess) -> np.ndarray:
-    """Spectra of a block's library: an array is used as given (the driver prepared it); a handle is
-    loaded and preprocessed once per process and kept for the following iterations."""
-    if not hasattr(library, "load_spectra"):
+    """Spectra of a block's library: an array is used as given (the driver prepared it); a handle is read
+    and preprocessed once per process, by the first of its threads that needs it, and kept for the
+    following iterations (one copy per process, shared by its threads)."""
+    if not hasattr(library, "spectra"):
         return library
     key = (library, repr(preprocess))
-    if key not in _prepared:
-        _prepared.clear()
-        _prepared[key] = prepare_library(library.load_spectra(), preprocess)
-    return _prepared[key]
+    with _prepared_lock:
+        if key not in _prepared:
+            _prepared.clear()
+            _prepared[key] = prepare_library(library, preprocess)
+        return _prepared[key]
 
 
 def score_block(block: SubsetBlock, context: SearchContext, draw: IterationPool) -> np.ndarray:
@@ -142,26 +158,18 @@ def score_subsets(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context
     """Fit PLS1 on each subset (``rows`` of ``X``, targets ``subset_y``, both (n_subsets, m)) and score it on
     the local samples of ``context`` (lower is better).
 
-    The subsets are computed in chunks of :data:`CHUNK`, spread over ``torch.get_num_threads()`` Python
-    threads that each run torch single-threaded.
+    The subsets are computed in chunks of :data:`CHUNK`, one after the other, with the calling thread's torch
+    threads (one in every engine's tasks: see :data:`CHUNK`).
 
     Returns
     -------
     ndarray of shape (n_subsets,), float64; a subset whose fit fails (non-finite score) gets +inf.
     """
-    chunks = [slice(i, i + CHUNK) for i in range(0, len(rows), CHUNK)]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(max(1, min(threads, len(chunks)))) as pool:
-            scores = list(pool.map(lambda sl: _score_chunk(X, rows[sl], subset_y[sl], context), chunks))
-    finally:
-        torch.set_num_threads(threads)
+    scores = [_score_chunk(X, rows[i:i + CHUNK], subset_y[i:i + CHUNK], context) for i in range(0, len(rows), CHUNK)]
     return np.concatenate(scores) if scores else np.empty(0)
 
 
 def _score_chunk(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context: SearchContext) -> np.ndarray:
-    torch.set_num_threads(1)  # OpenMP thread counts are per calling thread
     n_sub, m = rows.shape
     dtype = getattr(torch, context.dtype)
     Xs = torch.as_tensor(np.take(X, rows.reshape(-1), axis=0), dtype=dtype).reshape(n_sub, m, -1)
@@ -188,16 +196,17 @@ def _score_chunk(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context:
 
 def iteration_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> np.ndarray:
     """:func:`draw_subsets` as int32, kept for the iteration's other blocks in this process (the driver and
-    every worker draw it once per iteration; about 40 permutations of the pool)."""
+    every worker process draw it once per iteration, whatever their number of threads; about 40 permutations
+    of the pool)."""
     key = (pool_size, m, b, seed, iteration)
     with _draws_lock:
         if key not in _draws:
             _draws.clear()
-            _draws[key] = draw_subsets(pool_size, m, b, seed, iteration).astype(np.int32)
+            _draws[key] = draw_subsets(pool_size, m, b, seed, iteration, dtype=np.int32)
         return _draws[key]
 
 
-def draw_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> np.ndarray:
+def draw_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int, dtype=np.int64) -> np.ndarray:
     """Random subsets of one iteration, as positions into the pool.
 
     ``b`` rounds; each round permutes the pool and cuts it into ``round(|K| / m)`` subsets of ``m``
@@ -207,20 +216,21 @@ def draw_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> n
 
     Returns
     -------
-    ndarray of shape (B, m), int64
+    ndarray of shape (B, m), ``dtype`` (filled round by round: no int64 copy of the whole draw for int32)
     """
     if pool_size < m:
         raise ValueError(f"pool of {pool_size} samples cannot form subsets of {m}")
     rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=(iteration,))))
     full, rest = divmod(pool_size, m)
-    rounds = []
-    for _ in range(b):
+    per_round = full + (1 if rest and 2 * rest >= m else 0)
+    out = np.empty((b * per_round, m), dtype=dtype)
+    for r in range(b):
         perm = rng.permutation(pool_size)
-        subsets = perm[: full * m].reshape(full, m)
-        if 2 * rest >= m and rest:
-            subsets = np.vstack([subsets, np.concatenate([perm[full * m:], perm[: m - rest]])[None]])
-        rounds.append(subsets)
-    return np.vstack(rounds)
+        block = out[r * per_round:(r + 1) * per_round]
+        block[:full] = perm[: full * m].reshape(full, m)
+        if per_round > full:
+            block[full] = np.concatenate([perm[full * m:], perm[: m - rest]])
+    return out
 
 
 def weakness(subsets: np.ndarray, scores: np.ndarray, pool_size: int) -> np.ndarray:
@@ -324,9 +334,10 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
 
     Parameters
     ----------
-    library : ndarray (N, p) or handle with ``load_spectra()``
-        Library spectra. For a distributed ``map_blocks`` pass a :class:`~dtl_dist.library.LibraryRef`
-        so workers read the spectra once from Zarr instead of receiving them with every task.
+    library : ndarray (N, p) or handle with ``n_samples`` and ``spectra(rows)``
+        Library spectra. Pass a :class:`~dtl_dist.library.LibraryRef` so that each process (every worker of
+        a distributed ``map_blocks``, or this one) reads and preprocesses the store once, in row blocks,
+        instead of receiving the spectra with every task.
     library_y : ndarray (N,)
         Library targets; NaN rows are left out (counted in ``n_skipped``).
     local_X, local_y : ndarray (n, p), (n,)
@@ -339,11 +350,11 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     criterion : one of :data:`CRITERIA`.
     seed : random seed; the selection depends on it only (not on workers or ``block_size``).
     preprocess : row-wise transformer (e.g. ``SNV()``) applied to library and local spectra, or None;
-        a handle's spectra are preprocessed once per worker process.
+        a handle's spectra are preprocessed once per process.
     dtype : "float32" or "float64" for the PLS kernel.
     block_size : subsets per task (rounded up to a multiple of :data:`CHUNK`).
     map_blocks : ``map_blocks(fn, blocks, shared=()) -> list`` calling ``fn(block, *shared)``; default
-        in-process.
+        this process on ``torch.get_num_threads()`` threads (:func:`dtl_dist.mapping.thread_map`).
     state : a checkpointed :class:`RSLocalState` to resume from.
     on_iteration : called with the state after every iteration (checkpointing, progress).
 
@@ -363,9 +374,9 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
                  n_valid=valid.size, dtype=dtype)
     if preprocess is not None:
         local_X = preprocess.fit_transform(local_X)
-        if not hasattr(library, "load_spectra"):
+        if not hasattr(library, "spectra"):
             library = prepare_library(np.asarray(library), preprocess)
-    run = map_blocks or serial_map
+    run = map_blocks or thread_map(torch.get_num_threads())
     context = SearchContext(library, library_y.astype(dtype), local_X, local_y, ncomp, criterion, preprocess, dtype,
                             b, seed)
     state = state or RSLocalState(iteration=0, pool=valid)

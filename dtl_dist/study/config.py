@@ -42,7 +42,8 @@ class StudyConfig:
     subset, b, retain, ncomp : RS-LOCAL settings (:func:`dtl_dist.select.rslocal`).
     in_memory_max : libraries larger than this train their CNN with the streamed trainer.
     max_epochs : cap on the epochs of every 1D-CNN (None: each config's own).
-    workers, scheduler_file, address : Dask deployment of RS-LOCAL (``workers`` 0: in-process).
+    workers, threads, jobqueue, scheduler_file, address : Dask deployment of RS-LOCAL (``workers`` 0:
+        in-process; ``threads`` per worker, or of this process in-process; ``jobqueue`` a dask-jobqueue YAML).
     ray_address : Ray cluster of the searches and transfers (None: a local Ray).
     cpus : CPUs of a local Ray (None: all).
     resume : continue the run in ``out``.
@@ -71,6 +72,8 @@ class StudyConfig:
     in_memory_max: int = 200_000
     max_epochs: int | None = None
     workers: int = 2
+    threads: int | None = None
+    jobqueue: str | None = None
     scheduler_file: str | None = None
     address: str | None = None
     ray_address: str | None = None

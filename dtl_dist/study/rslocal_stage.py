@@ -29,6 +29,7 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import atomic_path, write_json, write_text
 from dtl_dist.library.store import SpectralLibrary, check_compatible
 from dtl_dist.linear.pls_kernel import pls1_cv_ncomp, pls1_fit_predict
+from dtl_dist.mapping import thread_map
 from dtl_dist.metrics import evaluate
 from dtl_dist.select.rslocal import RSLocalState, check_inputs, rslocal
 from dtl_dist.spectra.preprocess import paper_preprocessing
@@ -65,6 +66,9 @@ class RSLocalConfig:
     address: str | None = None
     mpi: bool = False
     connect_timeout: str = "10s"
+    threads: int | None = None
+    jobqueue: str | None = None
+    interface: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,19 +128,17 @@ def _save_checkpoint(out: Path, config: RSLocalConfig, state: RSLocalState) -> N
 
 
 def _engine(config: RSLocalConfig):
-    """(map_blocks, client): (None, None) for rslocal's in-process default unless a Dask deployment is asked
-    for (or mpiexec started us)."""
-    wants_dask = config.workers > 0 or config.scheduler_file or config.address or config.mpi
-    if not wants_dask:
-        from dtl_dist.engines.dask import under_mpiexec
-
-        wants_dask = under_mpiexec()
-    if not wants_dask:
-        return None, None
+    """(map_blocks, client): in this process on ``threads`` threads (default: torch's) unless a Dask
+    deployment is asked for (or mpiexec started us)."""
     from dtl_dist.engines import dask as dask_engine
 
+    wants_dask = (config.workers > 0 or config.scheduler_file or config.address or config.mpi or config.jobqueue
+                  or dask_engine.under_mpiexec())
+    if not wants_dask:
+        return (None if config.threads is None else thread_map(config.threads)), None
     client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address, mpi=config.mpi,
-                                n_workers=config.workers or None, timeout=config.connect_timeout)
+                                n_workers=config.workers or None, threads_per_worker=config.threads or 1,
+                                jobqueue=config.jobqueue, timeout=config.connect_timeout, interface=config.interface)
     return dask_engine.map_blocks(client), client
 
 
@@ -253,9 +255,8 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
                 bar.update(1)
                 bar.set_postfix(pool=s.pool.size)
 
-        library = inputs.library.ref() if client is not None else inputs.library.spectra()
         try:
-            result = rslocal(library, inputs.library_y, inputs.local_X, inputs.local_y, k=config.k,
+            result = rslocal(inputs.library.ref(), inputs.library_y, inputs.local_X, inputs.local_y, k=config.k,
                              subset=config.subset, b=config.b, retain=config.retain, ncomp=config.ncomp,
                              criterion=config.criterion, seed=config.seed, preprocess=preprocess,
                              dtype=config.dtype, block_size=config.block_size, map_blocks=map_blocks, state=state,
@@ -274,4 +275,5 @@ def _progress_bar(progress: bool, state: RSLocalState | None):
         return None
     from tqdm import tqdm
 
-    return tqdm(desc="rslocal", unit="iteration", initial=state.iteration if state else 0, leave=False)
+    # disable=None: no bar when stderr is not a terminal (a job log)
+    return tqdm(desc="rslocal", unit="iteration", initial=state.iteration if state else 0, leave=False, disable=None)

@@ -29,7 +29,7 @@ from dtl_dist import __version__
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import remove_path, write_json
 from dtl_dist.library.store import now_iso
-from dtl_dist.mapping import serial_map
+from dtl_dist.mapping import serial_map, thread_map
 from dtl_dist.study import baselines, cnn, designs, instances
 from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.context import StudyContext
@@ -124,12 +124,15 @@ def _engines(config: StudyConfig, stack: ExitStack) -> tuple[Callable | None, Ca
         if started:
             stack.callback(ray.shutdown)
         task_map = ray_engine.map_blocks(num_cpus=1)
-    if "rslocal" not in kinds or not (config.workers or config.scheduler_file or config.address):
+    if "rslocal" not in kinds:
         return task_map, None
+    if not (config.workers or config.scheduler_file or config.address or config.jobqueue):
+        return task_map, None if config.threads is None else thread_map(config.threads)
     from dtl_dist.engines import dask as dask_engine
 
     client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address,
-                                n_workers=config.workers or None)
+                                n_workers=config.workers or None, threads_per_worker=config.threads or 1,
+                                jobqueue=config.jobqueue)
     stack.callback(client.close)
     return task_map, dask_engine.map_blocks(client)
 

@@ -45,6 +45,20 @@ def limesoda_site(site: str) -> dict:
             "y": frame[target].to_numpy(np.float64), "target": target.split("_")[0]}
 
 
+def synthetic_stores(folder: Path, library_n: int, site_n: int, n_local: int = 20) -> Path:
+    """``folder`` with a synthetic library (``lib.zarr``, 400-2500 nm every 20 nm) and a site (``site.zarr``)
+    split by Kennard-Stone into ``n_local`` labelled samples, as `dtl synth` and `dtl select-local` write them."""
+    from dtl_dist.library.synthetic import write_library, write_site
+    from dtl_dist.spectra.grid import make_grid
+    from dtl_dist.study.select_local import select_local
+
+    grid = make_grid(400, 2500, 20)
+    write_library(folder / "lib.zarr", library_n, seed=5, wavelengths=grid)
+    write_site(folder / "site.zarr", site_n, seed=6, wavelengths=grid)
+    select_local(folder / "site.zarr", n_local)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models: one intra-op thread avoids OpenMP spin contention on a shared 2-core machine."""

@@ -18,10 +18,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import synthetic_stores
 from dtl_dist.cli import app
-from dtl_dist.library.synthetic import write_library, write_site
-from dtl_dist.spectra.grid import make_grid
-from dtl_dist.study.select_local import select_local
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -36,12 +34,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cluster_stores")
-    wl = make_grid(400, 2500, 20)
-    write_library(d / "lib.zarr", 400, seed=5, wavelengths=wl)
-    write_site(d / "site.zarr", 60, seed=6, wavelengths=wl)
-    select_local(d / "site.zarr", 20)
-    return d
+    return synthetic_stores(tmp_path_factory.mktemp("cluster_stores"), 400, 60)
 
 
 def free_port() -> int:
@@ -171,6 +164,7 @@ def test_study_job_chain_ends_with_metrics(cluster, scheduler, tmp_path):
     assert {"Local", "Global", "DTL-I_g", "DTL-R_g", "DTL-IR_g", "RS-LOCAL-PLS", "recommended"} <= set(metrics.model)
     assert json.loads((run / "study.json").read_text())["options"]["k"] == 20
     assert "stages of kinds rslocal, baseline done" in cluster.log(ids[0])
+    assert (run / "report.html").is_file()  # the last job's dtl report
 
 
 def test_bad_input_fails_fast_with_the_reason(cluster, tmp_path):

@@ -15,12 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from conftest import synthetic_stores
 from dtl_dist.cli import app
 from dtl_dist.engines import dask as dask_engine
 from dtl_dist.errors import UserInputError
-from dtl_dist.library.synthetic import write_library, write_site
-from dtl_dist.spectra.grid import make_grid
-from dtl_dist.study.select_local import select_local
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "cluster" / "jobqueue"
@@ -29,12 +27,7 @@ OPTIONS = ["--k", "20", "--subset", "20", "--b", "4", "--ncomp", "3", "--seed", 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    d = tmp_path_factory.mktemp("deploy")
-    wl = make_grid(400, 2500, 20)
-    write_library(d / "lib.zarr", 300, seed=5, wavelengths=wl)
-    write_site(d / "site.zarr", 50, seed=6, wavelengths=wl)
-    select_local(d / "site.zarr", 20)
-    return d
+    return synthetic_stores(tmp_path_factory.mktemp("deploy"), 300, 50)
 
 
 def _yaml(tmp_path: Path, spec: dict) -> Path:

@@ -264,11 +264,18 @@ def allocate(nodes_wanted: int, cpus: int | None, gpus: int | None, notes: list)
     return node_names(nodes_wanted), cpus_on_node, min(gpus or 0, gpus_on_node)
 
 
-def record_script(records: Records, job_id: str, script: Path) -> None:
-    """Keep a copy of the script as submitted (the scheduler's spool: the file may change or go away)."""
+def new_job(kind: str, name: str, script: Path, args: list[str], submit_dir: Path, nodes: list[str], deps: list[str],
+            notes: list, time_limit: str | None) -> tuple["Records", str]:
+    """Record a submitted job (PENDING) with a copy of its script as submitted (the scheduler's spool: the file
+    may change or go away); (the records, its id)."""
+    record = {"kind": kind, "name": name, "args": args, "submit_dir": str(submit_dir), "nodes": nodes, "deps": deps,
+              "state": "PENDING", "notes": notes, "time_limit_s": seconds(time_limit), "submitted": time.time()}
+    records = Records()
+    job_id = records.new(record)
     copy = records.root / "jobs" / f"{job_id}.script"
     shutil.copyfile(script, copy)
     records.update(job_id, script=str(copy), submitted_script=str(script))
+    return records, job_id
 
 
 def spawn_runner(job_id: str) -> None:
@@ -306,12 +313,7 @@ def sbatch(args: list[str]) -> None:
         deps = [i.split(".")[0] for i in ids.split(":") if i]
     submit_dir = Path(options.get("chdir", os.getcwd())).resolve()
     name = options.get("job-name", script.name)
-    record = {"kind": "slurm", "name": name, "script": str(script), "args": rest[1:], "submit_dir": str(submit_dir),
-              "nodes": nodes, "deps": deps, "state": "PENDING", "notes": notes,
-              "time_limit_s": seconds(options.get("time")), "submitted": time.time()}
-    records = Records()
-    job_id = records.new(record)
-    record_script(records, job_id, script)
+    records, job_id = new_job("slurm", name, script, rest[1:], submit_dir, nodes, deps, notes, options.get("time"))
     cpus_per_task = min(int(options.get("cpus-per-task", 1)), cpus)
     job_vars = {"SLURM_JOB_ID": job_id, "SLURM_JOBID": job_id, "SLURM_JOB_NAME": name,
                 "SLURM_JOB_NODELIST": compress(nodes), "SLURM_NODELIST": compress(nodes),
@@ -469,12 +471,7 @@ def qsub(args: list[str]) -> None:
             deps += [i.split(".")[0] for i in ids.split(":") if i]
     name = options.get("N", script.name)
     submit_dir = Path(os.getcwd()).resolve()
-    record = {"kind": "pbs", "name": name, "script": str(script), "args": rest[1:], "submit_dir": str(submit_dir),
-              "nodes": nodes, "deps": deps, "state": "PENDING", "notes": notes,
-              "time_limit_s": seconds(select.get("walltime")), "submitted": time.time()}
-    records = Records()
-    job_id = records.new(record)
-    record_script(records, job_id, script)
+    records, job_id = new_job("pbs", name, script, rest[1:], submit_dir, nodes, deps, notes, select.get("walltime"))
     nodefile = records.root / f"nodefile.{job_id}"
     mpiprocs = int(select.get("mpiprocs", 1))
     nodefile.write_text("".join(f"{n}\n" * mpiprocs for n in nodes))

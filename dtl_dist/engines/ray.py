@@ -12,6 +12,7 @@ the address a job script started (cluster/README.md: dashboards through an SSH t
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from pathlib import Path
@@ -123,6 +124,9 @@ def wait_for_nodes(address: str, n_nodes: int, timeout_s: float) -> dict:
     import time
 
     _quiet_env()
+    # A head whose GCS answers but whose raylet died keeps ray.init looking for a node for this long (Ray's
+    # default: 60 s); keep each attempt within the wait (read when ray is first imported, as in `dtl wait`).
+    os.environ.setdefault("RAY_gcs_server_request_timeout_seconds", str(min(60, max(5, math.ceil(timeout_s)))))
     import ray
 
     deadline, last = time.monotonic() + timeout_s, "nothing listens there"

@@ -111,10 +111,9 @@ def _run_model(ctx: StudyContext, spec: ModelSpec, directory: Path) -> dict:
     return baselines.mbl_stage(ctx, spec.name, _design(ctx, spec), directory)
 
 
-def _engines(config: StudyConfig, stack: ExitStack) -> tuple[Callable | None, Callable | None]:
-    """(task_map on Ray, rslocal_map on Dask or None for in-process); an engine the ``--only`` kinds do not use
-    is not started."""
-    kinds = config.only or ("rslocal", "search", "transfer")
+def _engines(config: StudyConfig, stack: ExitStack, kinds: set) -> tuple[Callable | None, Callable | None]:
+    """(task_map on Ray, rslocal_map on Dask or None for in-process); an engine that no stage left to run
+    (of ``kinds``) uses is not started."""
     task_map = None
     if {"search", "transfer"} & set(kinds):
         from dtl_dist.engines import ray as ray_engine
@@ -157,7 +156,8 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         options = {**config.results(), "inputs": inputs}
         ctx = StudyContext(config, data, out, serial_map, None, echo)
         stages = build_stages(ctx)
-        plan_stages(stages, out, options, config.only)  # an --only that cannot run fails here
+        _, chosen, finished = plan_stages(stages, out, options, config.only)  # an --only that cannot run fails here
+        kinds = {stage.kind for stage in chosen if finished(stage) is None}
     except UserInputError:
         if fresh:  # the site's split copy is all a failed start may have written
             remove_path(out)
@@ -173,7 +173,7 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
          f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
          + ("" if data.country is None else f", country library {data.country.size}"))
     with ExitStack() as stack:
-        task_map, ctx.rslocal_map = _engines(config, stack)
+        task_map, ctx.rslocal_map = _engines(config, stack, kinds)
         ctx.task_map = task_map or serial_map
         summaries = run_stages(stages, out, options, only=config.only, echo=echo)
     specs = models_for(data.country is not None)

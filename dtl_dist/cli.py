@@ -68,7 +68,7 @@ def ingest(
 ) -> None:
     """Ingest spectra into ONE library store: absorbance log10(1/R) on one grid, SOC in % (atomic).
 
-    Example: dtl ingest ../shared/data/geeves_nsw CV.98 SC.93 SL.125 UL.120 --units reflectance_fraction
+    Example: dtl ingest $DTL_DATA/geeves_nsw CV.98 SC.93 SL.125 UL.120 --units reflectance_fraction
     --country AU --grid 420:2500:10 --out real.zarr  (the file options describe the files; LimeSoDa ids
     carry their own).
     """

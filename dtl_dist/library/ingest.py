@@ -48,7 +48,7 @@ ABSORBANCE_RANGE = (-1.0, 6.0)
 values outside are reflectance declared as absorbance."""
 
 LIMESODA_SITES = {
-    # id: (country ISO code, carbon property, target unit); ../shared/data/limesoda/README.txt
+    # id: (country ISO code, carbon property, target unit), as the limesoda package documents its sites
     "CV.98": ("CH", "SOC", "%"), "SC.93": ("BR", "SOC", "%"), "SL.125": ("SE", "SOM", "%"),
     "UL.120": ("SE", "SOM", "%"), "MG.44": ("BR", "SOC", "g dm-3"), "SSP.58": ("BR", "SOC", "g dm-3"),
     "SP.231": ("JP", "SOM", "%"), "RP.62": ("DE", "SOC", "%"), "SA.112": ("DE", "SOC", "%"),

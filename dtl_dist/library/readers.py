@@ -209,9 +209,9 @@ def parquet_reader(path, *, target=None, id_column=None, meta=None) -> TableRead
 
 
 class NpzReader(Reader):
-    """A numpy ``.npz`` archive as in ``../shared/data``: ``X`` (N x B), ``wavelengths``, ``sample_id``, a target
-    (``y`` by default; ``target_name`` / ``target_unit`` scalars describe it) and per-sample 1-D arrays
-    usable as metadata. Loaded with ``allow_pickle=False``.
+    """A numpy ``.npz`` archive (e.g. ``$DTL_DATA/geeves_nsw/datsoilspc.npz``): ``X`` (N x B), ``wavelengths``,
+    ``sample_id``, a target (``y`` by default; ``target_name`` / ``target_unit`` scalars describe it) and
+    per-sample 1-D arrays usable as metadata. Loaded with ``allow_pickle=False``.
     """
 
     kind = "npz"

@@ -193,7 +193,7 @@ def rslocal(
     retain: float = typer.Option(0.95, help="Fraction of the pool kept per iteration."),
     ncomp: int = typer.Option(10, help="PLS components of the subset models."),
     criterion: str = typer.Option("rmse", help="Subset score: rmse, reconstruction or mahalanobis."),
-    seed: int = typer.Option(0, help="Random seed (the selection depends on it only)."),
+    seed: int = typer.Option(0, help="Random seed (with --shard-rows, all the selection depends on)."),
     target: str = typer.Option("soc", help="Target property."),
     strict: bool = typer.Option(False, help="Refuse a library with NaN targets instead of skipping them."),
     resume: bool = typer.Option(False, help="Continue from the checkpoint in --out."),
@@ -209,7 +209,11 @@ def rslocal(
     interface: Optional[str] = typer.Option(None, help="Network interface of a multi-host dask-mpi cluster "
                                             "(e.g. hsn0); default loopback on one host."),
     connect_timeout: str = typer.Option("10s", help="How long to try to reach an existing scheduler."),
-    block_size: int = typer.Option(256, help="Subsets per task."),
+    shard_rows: int = typer.Option(16_384, help="Library rows per shard: subsets are drawn within a shard (or "
+                                   "merged shards) by the process holding it; part of the selection's key."),
+    checkpoint_every: float = typer.Option(30.0, help="Seconds between checkpoints (a restart after a lost "
+                                           "worker or --resume repeats at most this much work)."),
+    retries: int = typer.Option(2, help="Lost Dask workers survived (each restarts from the last checkpoint)."),
     dtype: str = typer.Option("float32", help="PLS precision: float32 or float64."),
 ) -> None:
     """RS-LOCAL-v2.0 (paper 2.3.2): select k library samples for a site; write the k + n localised store."""
@@ -217,7 +221,8 @@ def rslocal(
 
     config = RSLocalConfig(library=str(library), site=str(site), out=str(out), k=k, subset=subset, b=b,
                            retain=retain, ncomp=ncomp, criterion=criterion, seed=seed, target=target,
-                           dtype=dtype, block_size=block_size, strict=strict, resume=resume, workers=workers,
+                           dtype=dtype, shard_rows=shard_rows, checkpoint_every=checkpoint_every,
+                           retries=retries, strict=strict, resume=resume, workers=workers,
                            scheduler_file=str(scheduler_file) if scheduler_file else None, address=address,
                            mpi=mpi, connect_timeout=connect_timeout, threads=threads,
                            jobqueue=None if jobqueue is None else str(jobqueue), interface=interface)

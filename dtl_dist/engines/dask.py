@@ -1,15 +1,15 @@
-"""Dask engine: a Client from a LocalCluster, a scheduler file, an address, dask-mpi or dask-jobqueue, and a
-``map_blocks`` that scatters an algorithm's blocks over it (paper section 2.3.2 ran RS-LOCAL-v2.0 on
-50 cores; this is how we spread it over nodes).
+"""Dask engine: a Client from a LocalCluster, a scheduler file, an address, dask-mpi or dask-jobqueue, RS-LOCAL's
+groups as actors on its workers (:class:`ShardEngine`; paper section 2.3.2 ran RS-LOCAL-v2.0 on 50 cores, this
+is how we spread it over nodes), and a ``map_blocks`` that scatters an algorithm's blocks over it.
 
 Blocks travel as small tasks; what every block needs (``shared``) is broadcast to the workers once per
 object, not with every task, and large arrays are read by the workers themselves (e.g.
 :class:`dtl_dist.library.LibraryRef`). Results come back in block order, so a distributed run gives the
 same answer as the in-process one. A task on a worker that dies is re-run on another.
 
-Layout. A worker runs one task per thread, each with one torch thread (:class:`InWorker`); what a task
-caches per process (RS-LOCAL's prepared library) is shared by the worker's threads, so one worker process
-per node with a thread per core holds one copy per node.
+Layout. A worker runs one task per thread, each with one torch thread (:class:`InWorker`). RS-LOCAL's actor on
+a worker scores on as many threads as the worker has and holds its share of the library once, so one worker
+process per node with a thread per core holds one copy of its rows per node.
 
 Security. A LocalCluster and a single-host dask-mpi cluster listen on loopback only; a multi-host dask-mpi
 cluster needs the network interface named (``interface``). TLS comes from the Dask configuration
@@ -214,6 +214,102 @@ def map_blocks(client: Client, *, retries: int = 2, workers=None):
         return client.gather(tasks)
 
     return run
+
+
+class ShardEngine:
+    """RS-LOCAL's groups on a Dask cluster (:mod:`dtl_dist.select.shards`): per search, one
+    :class:`~dtl_dist.select.shards.ShardSet` actor per worker, holding a contiguous range of the shards and
+    scoring them on the worker's threads; the driver calls each actor a few times per iteration and only
+    the scores, a few thousand ranked entries and small pools (merges) travel.
+
+    A worker that leaves the cluster, an actor that cannot be reached, or an actor that Dask recreated
+    without its state raise :class:`~dtl_dist.select.rslocal.WorkerLost` within ``poll`` seconds (the driver
+    checks the workers while it waits); :func:`~dtl_dist.select.rslocal.rslocal` then restarts from its last
+    checkpoint on the workers left. ``workers`` (addresses) restricts the actors to some of the workers;
+    ``join_timeout`` is how long a (re)start waits for at least one worker.
+    """
+
+    def __init__(self, client: Client, *, workers=None, poll: float = 1.0, join_timeout: float = 60.0):
+        self.client, self.workers, self.poll, self.join_timeout = client, workers, poll, join_timeout
+
+    def alive(self) -> list[str]:
+        alive = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        return [w for w in alive if self.workers is None or w in self.workers]
+
+    def start(self, context, groups: dict, iteration: int, n_shards: int) -> "_ShardSession":
+        import time
+
+        from dtl_dist.select.rslocal import owner
+        from dtl_dist.select.shards import ShardSet
+
+        deadline = time.monotonic() + self.join_timeout
+        while not (addresses := self.alive()):
+            if time.monotonic() > deadline:
+                raise UserInputError(f"RS-LOCAL: no Dask worker joined within {self.join_timeout:g} s")
+            time.sleep(self.poll)
+        nthreads = self.client.nthreads()
+        session = _ShardSession(self, {g: addresses[owner(g, len(addresses), n_shards)] for g in groups})
+        futures = {a: self.client.submit(ShardSet, context, {g: groups[g] for g in groups if session.where[g] == a},
+                                         nthreads[a], iteration, actor=True, workers=[a],
+                                         allow_other_workers=False, pure=False)
+                   for a in sorted(set(session.where.values()))}
+        session.actors = {a: session.wait(a, lambda f=f: f) for a, f in futures.items()}
+        return session
+
+
+class _ShardSession:
+    """One search's actors (the session interface of :class:`dtl_dist.select.rslocal.LocalShards`)."""
+
+    def __init__(self, engine: ShardEngine, where: dict):
+        self.engine, self.where, self.actors = engine, where, {}
+
+    def wait(self, address: str, ask):
+        """The result of the future ``ask()`` returns, or :class:`WorkerLost` as soon as ``address`` is gone
+        or unreachable (the actors find their client through ``as_current``: ours is not the default)."""
+        from dtl_dist.select.rslocal import WorkerLost
+        from dtl_dist.select.shards import StaleShards
+
+        with self.engine.client.as_current():
+            try:
+                future = ask()
+                while True:
+                    try:
+                        return future.result(timeout=self.engine.poll)
+                    except TimeoutError:
+                        if address not in self.engine.alive():
+                            raise WorkerLost(address, "it left the cluster") from None
+            except StaleShards as exc:
+                raise WorkerLost(address, f"its actor was recreated without its state ({exc})") from None
+            except (OSError, RuntimeError) as exc:  # unreachable, or "Worker holding Actor was lost"
+                if isinstance(exc, WorkerLost):
+                    raise
+                raise WorkerLost(address, str(exc) or type(exc).__name__) from None
+
+    def call(self, method: str, *args) -> dict:
+        futures = {a: self.wait(a, lambda actor=actor: _Ready(getattr(actor, method)(*args)))
+                   for a, actor in self.actors.items()}  # all calls are sent before any is awaited
+        out = {}
+        for address, future in futures.items():
+            out.update(self.wait(address, lambda f=future: f))
+        return out
+
+    def move(self, iteration: int, source: int, destination: int) -> None:
+        src, dst = self.where.pop(source), self.where[destination]
+        part = self.wait(src, lambda: self.actors[src].export(iteration, source))
+        self.wait(dst, lambda: self.actors[dst].absorb(iteration, destination, part))
+
+    def stop(self) -> None:
+        self.actors, self.where = {}, {}
+
+
+class _Ready:
+    """A value in a future's clothes, for :meth:`ShardEngine._wait`."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self, timeout=None):
+        return self.value
 
 
 def library_array(library):

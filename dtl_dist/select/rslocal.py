@@ -1,51 +1,60 @@
 """RS-LOCAL-v2.0: transfer instances from a spectral library to a site by resampling (paper section 2.3.2).
 
-The active pool K starts as the whole library (samples with a measured target). Each iteration draws
-``B ~ |K| b / m`` random subsets of ``m`` library samples, fits a PLS1 model with ``ncomp`` components on
-each (the batched kernel of :mod:`dtl_dist.linear.pls_kernel`) and scores the subset on the site's labelled
-local samples. A sample's *weakness* is the mean score of the subsets that contained it in this iteration,
+The active pool K starts as the whole library (samples with a measured target). Each iteration draws random
+subsets of ``m`` library samples, each sample in about ``b`` of them, fits a PLS1 model with ``ncomp``
+components on each (the compiled kernel of :mod:`dtl_dist.linear.pls_compiled`) and scores it on the site's
+labelled local samples. A sample's *weakness* is the mean score of the subsets that held it in this iteration,
 and the iteration drops its share of the weakest samples: ``d = min(ceil(r |K|), |K| - k)`` with
-``r = 1 - retain``. Samples tied at the threshold are ordered by a random key drawn from the iteration's
-stream, so ties never drop more than ``d``. The search stops when ``|K| <= k (1 + r)``; since no iteration
-goes below ``k``, the selection has between ``k`` and ``ceil(k (1 + r))`` samples for any ``k`` in
-``[ncomp + 2, |library| - 1]``.
+``r = 1 - retain``, ties ordered by a keyed random key, so exactly ``d`` go. The search stops when ``|K| = k``:
+the selection has exactly ``k`` samples (the stopping rule of Lobsey et al. 2017: until k samples remain).
 
 Subset size. A subset as large as the pool gives every sample the same score, so nothing can be told apart.
 The subsets therefore shrink with the pool: ``m_K = min(m, max(ncomp + 2, floor(|K| / 2)))``, which keeps
-``m`` while ``|K| >= 2m`` (every large-library iteration is unchanged), gives at least two subsets per round
-below that, and never fewer than ``ncomp + 2`` samples, so each subset's PLS keeps a residual degree of
-freedom after centring and ``ncomp`` components.
+``m`` while ``|K| >= 2m``, gives at least two subsets per round below that, and never fewer than ``ncomp + 2``
+samples, so each subset's PLS keeps a residual degree of freedom after centring and ``ncomp`` components.
+
+At scale. The pool's state lives with the library rows (:mod:`dtl_dist.select.shards`): the rows are dealt to
+shards, the subsets are drawn within a shard (or a group of merged shards) by the process that owns it, from
+keyed streams, weakness sums are formed there, and the drop is a distributed selection. The driver here sees
+per iteration the subsets' scores (for the trace) and a few thousand ranked entries, never the pool; an engine
+(``engine``: :class:`LocalShards` in this process, :func:`dtl_dist.engines.dask.shard_engine` on a cluster)
+places the groups on processes. The selection depends on the seed and ``shard_rows`` only: the same samples
+for any number of workers, processes or threads.
+
+Faults. Every ``checkpoint_every`` seconds the driver collects the pools (a checkpoint, also handed to
+``on_checkpoint``). When an engine loses a worker (:class:`WorkerLost`), the search restarts from the last
+checkpoint on the workers left, and since every draw is keyed it selects the same samples; after ``retries``
+losses it stops with an error naming the lost workers.
 
 A subset whose fit fails or whose score is not finite (a singular PLS system: e.g. a rank-deficient subset
-under the Mahalanobis criterion) scores +inf; it is counted in the trace (``n_failed``), logged, and ranks as
-the iteration's worst subset. An iteration in which no subset can be scored is an error.
-
-Subset scoring is scattered as blocks through a ``map_blocks(fn, blocks, shared=()) -> list`` function
-(default: this process's threads, :func:`dtl_dist.mapping.thread_map`) that calls ``fn(block, *shared)``;
-:mod:`dtl_dist.engines` supplies distributed ones, which send each ``shared`` object to a worker once. A block
-is only a range of subset numbers: the task re-draws the iteration's subsets from the random stream keyed by
-``(seed, iteration)`` (the driver draws the same), so per-iteration traffic is the pool (|K| int32) and the
-subset scores, and the selection does not depend on the number of workers or threads or on the block size.
-
-Memory. A process keeps one preprocessed copy of the library (read from the store in row blocks, never a raw
-copy beside it) and one draw per iteration, shared by all its threads: a node running one worker process with
-a thread per core holds the library once, whatever its number of cores (see ``cluster/README.md``).
+under the Mahalanobis criterion) scores as the worst subset of its group in that iteration; it is counted in
+the trace (``n_failed``) and logged. An iteration in which no subset can be scored is an error.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.mapping import thread_map
-from dtl_dist.linear.pls_kernel import pls1_fit, pls1_predict, pls1_transform
+from dtl_dist.select.shards import (
+    PREPROCESS_ROWS,
+    SHARD_ROWS,
+    SearchContext,
+    ShardSet,
+    bracket,
+    find_cut,
+    min_group_size,
+    plan_merges,
+    shard_plan,
+    subset_size,
+)
 
 CRITERIA = ("rmse", "reconstruction", "mahalanobis")
 """Subset scores (lower is better): RMSE of the local predictions (needs local values); reconstruction
@@ -57,227 +66,75 @@ LOG = logging.getLogger(__name__)
 TRACE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-@dataclass(frozen=True)
-class SearchContext:
-    """What every task of a search needs; the same object for the whole search, so an engine sends it to
-    each worker once.
+class WorkerLost(RuntimeError):
+    """An engine lost the process holding some groups (``worker`` names it); the search restarts from its
+    last checkpoint."""
 
-    ``library`` is the (N, p) library spectra or a handle with ``n_samples`` and ``spectra(rows)`` (e.g.
-    :class:`dtl_dist.library.LibraryRef`) that a worker process reads and preprocesses once.
-    """
-
-    library: object  # prepared (N, p) array, or a handle prepared on the worker
-    library_y: np.ndarray  # (N,) library targets, in the kernel's dtype
-    local_X: np.ndarray  # (n, p) preprocessed local spectra
-    local_y: np.ndarray | None  # (n,) local values (criterion "rmse")
-    ncomp: int
-    criterion: str
-    preprocess: object | None  # row-wise transformer applied to library spectra (e.g. SNV)
-    dtype: str
-    b: int
-    seed: int
+    def __init__(self, worker: str, reason: str = ""):
+        super().__init__(f"lost worker {worker}{': ' + reason if reason else ''}")
+        self.worker = worker
 
 
-@dataclass(frozen=True)
-class IterationPool:
-    """What changes per iteration: its number (keys the random stream), the active pool (library rows) and
-    the subset size for this pool (:func:`subset_size`)."""
-
-    iteration: int
-    pool: np.ndarray  # (|K|,) int32
-    subset: int
-
-
-@dataclass(frozen=True)
-class SubsetBlock:
-    """One task: subsets ``start:stop`` of the iteration's draw (:func:`iteration_subsets`), which the task
-    re-draws from the keyed stream itself, so only the pool and the scores travel."""
-
-    start: int
-    stop: int
-
-
-CHUNK = 128
-"""Subsets per kernel call. Blocks are cut at multiples of it and every engine runs a task with one torch
-thread, so a subset's score is bitwise the same for any block size, worker, process or thread count (on one
-kind of CPU; workers on different instruction sets may round differently)."""
-
-
-PREPROCESS_ROWS = 65_536
-"""Library rows preprocessed at a time (bounds the temporaries)."""
-
-_prepared: dict = {}
-_prepared_lock = threading.Lock()
-_draws: dict = {}
-_draws_lock = threading.Lock()
-
-
-def prepare_library(library, preprocess) -> np.ndarray:
-    """Library spectra as float32 with a row-wise ``preprocess`` (e.g. SNV) applied, in row blocks.
-
-    ``library`` is an (N, p) array, or a handle with ``n_samples`` and ``spectra(rows)`` that is read block
-    by block into the result, so no raw copy of the whole library is ever held beside it.
-    """
-    if hasattr(library, "spectra"):
-        n, read = library.n_samples, library.spectra
-    elif preprocess is None:
-        return library
-    else:
-        X = np.asarray(library)
-        n, read = len(X), X.__getitem__
-    out = np.empty((n, read(slice(0, 1)).shape[1]), dtype=np.float32)
-    for i in range(0, n, PREPROCESS_ROWS):
-        block = read(slice(i, i + PREPROCESS_ROWS))
-        out[i:i + len(block)] = block if preprocess is None else preprocess.fit_transform(block)
+def prepare_library(library: np.ndarray, preprocess) -> np.ndarray:
+    """An (N, p) library array as float32 with a row-wise ``preprocess`` (e.g. SNV) applied, in row blocks."""
+    X = np.asarray(library)
+    if preprocess is None:
+        return X
+    out = np.empty(X.shape, dtype=np.float32)
+    for i in range(0, len(X), PREPROCESS_ROWS):
+        out[i:i + PREPROCESS_ROWS] = preprocess.fit_transform(X[i:i + PREPROCESS_ROWS])
     return out
 
 
-def _library_array(library, preprocess) -> np.ndarray:
-    """Spectra of a block's library: an array is used as given (the driver prepared it); a handle is read
-    and preprocessed once per process, by the first of its threads that needs it, and kept for the
-    following iterations (one copy per process, shared by its threads)."""
-    if not hasattr(library, "spectra"):
-        return library
-    key = (library, repr(preprocess))
-    with _prepared_lock:
-        if key not in _prepared:
-            _prepared.clear()
-            _prepared[key] = prepare_library(library, preprocess)
-        return _prepared[key]
+def owner(group: int, n_owners: int, n_shards: int) -> int:
+    """The process of ``n_owners`` that holds ``group`` (contiguous ranges of shard numbers)."""
+    return min(n_owners - 1, group * n_owners // max(1, n_shards))
 
 
-def score_block(block: SubsetBlock, context: SearchContext, draw: IterationPool) -> np.ndarray:
-    """The task of one block: re-draw the iteration's subsets, take the block's slice and score it."""
-    X = _library_array(context.library, context.preprocess)
-    positions = iteration_subsets(draw.pool.size, draw.subset, context.b, context.seed, draw.iteration)
-    rows = draw.pool[positions[block.start:block.stop]]
-    return score_subsets(X, rows, context.library_y[rows], context)
+class LocalShards:
+    """The in-process engine: every group of a search in one :class:`~dtl_dist.select.shards.ShardSet` of this
+    process, scored on ``threads`` threads (default: the CPUs this process may use). Each :meth:`start` makes
+    a session of its own, so searches can run side by side."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads or len(os.sched_getaffinity(0))
+
+    def start(self, context: SearchContext, groups: dict, iteration: int, n_shards: int) -> "_LocalSession":
+        return _LocalSession(ShardSet(context, groups, self.threads, iteration))
 
 
-def score_subsets(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context: SearchContext) -> np.ndarray:
-    """Fit PLS1 on each subset (``rows`` of ``X``, targets ``subset_y``, both (n_subsets, m)) and score it on
-    the local samples of ``context`` (lower is better).
+class _LocalSession:
+    """One search's groups in this process: the session interface every engine's ``start`` returns."""
 
-    The subsets are computed in chunks of :data:`CHUNK`, one after the other, with the calling thread's torch
-    threads (one in every engine's tasks: see :data:`CHUNK`).
+    def __init__(self, shards: ShardSet):
+        self.shards = shards
 
-    Returns
-    -------
-    ndarray of shape (n_subsets,), float64; a subset whose fit fails (non-finite score) gets +inf.
-    """
-    scores = [_score_chunk(X, rows[i:i + CHUNK], subset_y[i:i + CHUNK], context) for i in range(0, len(rows), CHUNK)]
-    return np.concatenate(scores) if scores else np.empty(0)
+    def call(self, method: str, *args) -> dict:
+        """``method(*args)`` on every process's groups, the ``{group: ...}`` results merged."""
+        return getattr(self.shards, method)(*args)
 
+    def move(self, iteration: int, source: int, destination: int) -> None:
+        """Merge group ``source`` into ``destination`` (wherever they are held)."""
+        self.shards.absorb(iteration, destination, self.shards.export(iteration, source))
 
-def _score_chunk(X: np.ndarray, rows: np.ndarray, subset_y: np.ndarray, context: SearchContext) -> np.ndarray:
-    n_sub, m = rows.shape
-    dtype = getattr(torch, context.dtype)
-    Xs = torch.as_tensor(np.take(X, rows.reshape(-1), axis=0), dtype=dtype).reshape(n_sub, m, -1)
-    fit = pls1_fit(Xs, torch.as_tensor(subset_y, dtype=dtype), context.ncomp, dtype=dtype)
-    local = torch.as_tensor(context.local_X, dtype=dtype)
-    if context.criterion == "rmse":
-        err = pls1_predict(fit, local) - torch.as_tensor(context.local_y, dtype=dtype)
-        score = err.square().mean(dim=1).sqrt()
-    elif context.criterion == "reconstruction":
-        T = pls1_transform(fit, local)
-        residual = (local[None] - fit.x_mean[:, None, :]) - T @ fit.x_loadings.mT
-        score = residual.square().mean(dim=(1, 2)).sqrt()
-    else:
-        T_local = pls1_transform(fit, local).double()
-        T_subset = pls1_transform(fit, Xs).double()
-        diff = T_local.mean(dim=1) - T_subset.mean(dim=1)
-        centred = T_subset - T_subset.mean(dim=1, keepdim=True)
-        cov = centred.mT @ centred / (m - 1)
-        solved, info = torch.linalg.solve_ex(cov, diff)  # info != 0: singular score covariance
-        score = torch.where(info == 0, (diff * solved).sum(dim=1).clamp_min(0).sqrt(), torch.inf)
-    score = score.double().numpy()
-    return np.where(np.isfinite(score), score, np.inf)
-
-
-def iteration_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int) -> np.ndarray:
-    """:func:`draw_subsets` as int32, kept for the iteration's other blocks in this process (the driver and
-    every worker process draw it once per iteration, whatever their number of threads; about 40 permutations
-    of the pool)."""
-    key = (pool_size, m, b, seed, iteration)
-    with _draws_lock:
-        if key not in _draws:
-            _draws.clear()
-            _draws[key] = draw_subsets(pool_size, m, b, seed, iteration, dtype=np.int32)
-        return _draws[key]
-
-
-def draw_subsets(pool_size: int, m: int, b: int, seed: int, iteration: int, dtype=np.int64) -> np.ndarray:
-    """Random subsets of one iteration, as positions into the pool.
-
-    ``b`` rounds; each round permutes the pool and cuts it into ``round(|K| / m)`` subsets of ``m``
-    distinct samples (a remainder of at least ``m / 2`` is filled up from the start of the same
-    permutation, a smaller one sits the round out). So ``B = b round(|K| / m)`` and each sample appears
-    about ``b`` times. The stream is keyed by ``(seed, iteration)`` only.
-
-    Returns
-    -------
-    ndarray of shape (B, m), ``dtype`` (filled round by round: no int64 copy of the whole draw for int32)
-    """
-    if pool_size < m:
-        raise ValueError(f"pool of {pool_size} samples cannot form subsets of {m}")
-    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=(iteration,))))
-    full, rest = divmod(pool_size, m)
-    per_round = full + (1 if rest and 2 * rest >= m else 0)
-    out = np.empty((b * per_round, m), dtype=dtype)
-    for r in range(b):
-        perm = rng.permutation(pool_size)
-        block = out[r * per_round:(r + 1) * per_round]
-        block[:full] = perm[: full * m].reshape(full, m)
-        if per_round > full:
-            block[full] = np.concatenate([perm[full * m:], perm[: m - rest]])
-    return out
-
-
-def weakness(subsets: np.ndarray, scores: np.ndarray, pool_size: int) -> np.ndarray:
-    """Mean score of the subsets that contain each pool sample (NaN for a sample in no subset)."""
-    flat = subsets.reshape(-1)
-    total = np.bincount(flat, weights=np.repeat(scores, subsets.shape[1]), minlength=pool_size)
-    count = np.bincount(flat, minlength=pool_size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def subset_size(pool_size: int, m: int, ncomp: int) -> int:
-    """Samples per subset for a pool of ``pool_size``: ``min(m, max(ncomp + 2, pool_size // 2))`` (see the
-    module notes: at least two subsets per round, at least ``ncomp + 2`` samples each)."""
-    return min(m, max(ncomp + 2, pool_size // 2))
-
-
-def drop_share(pool_size: int, k: int, retain: float) -> int:
-    """Samples an iteration drops: ``ceil((1 - retain) |K|)``, never taking the pool below ``k``."""
-    share = math.ceil(round((1 - retain) * pool_size, 9))
-    return max(0, min(share, pool_size - k))
-
-
-def drop_weakest(weak: np.ndarray, n_drop: int, key: np.ndarray) -> np.ndarray:
-    """Boolean mask of the ``n_drop`` samples with the highest weakness; among equal weaknesses the higher
-    ``key`` goes first, so ties at the threshold never drop more than ``n_drop``. A sample in no subset (NaN
-    weakness) is never dropped."""
-    scored = np.flatnonzero(np.isfinite(weak))
-    order = scored[np.lexsort((-key[scored], -weak[scored]))]
-    drop = np.zeros(weak.size, dtype=bool)
-    drop[order[:n_drop]] = True
-    return drop
-
-
-def tie_keys(pool_size: int, seed: int, iteration: int) -> np.ndarray:
-    """Random order of the pool used to break weakness ties, from the iteration's own keyed stream."""
-    rng = np.random.Generator(np.random.Philox(np.random.SeedSequence(seed, spawn_key=(iteration, 1))))
-    return rng.random(pool_size)
+    def stop(self) -> None:
+        self.shards = None
 
 
 @dataclass
 class RSLocalState:
-    """Search state after ``iteration`` iterations: enough to resume (checkpoint) or to report."""
+    """Search state after ``iteration`` iterations: enough to resume (checkpoint) or to report.
+
+    ``groups`` maps each group to the library rows of its pool (ascending)."""
 
     iteration: int
-    pool: np.ndarray  # library rows in the active pool K
+    groups: dict
     trace: list = field(default_factory=list)
+
+    @property
+    def pool(self) -> np.ndarray:
+        """The active pool K as library rows, ascending."""
+        return np.sort(np.concatenate(list(self.groups.values()))) if self.groups else np.empty(0, np.int64)
 
 
 @dataclass
@@ -286,17 +143,26 @@ class RSLocalResult:
 
     Attributes
     ----------
-    selected : library rows of the selected samples (between ``k`` and ``ceil(k (1 + r))`` of them).
-    trace : one dict per iteration: iteration, pool_size, subset (m used), n_subsets, n_failed (subsets
-        scored +inf), dropped, threshold and the subset score quantiles (score_min, score_q05, ..., score_max).
+    selected : library rows of the ``k`` selected samples, ascending.
+    trace : one dict per iteration: iteration, pool_size, groups, subset (m used), n_subsets, n_failed (subsets
+        that could not be fitted), dropped, threshold (weakness of the least weak sample dropped) and the subset
+        score quantiles (score_min, score_q05, ..., score_max).
     n_iterations : iterations run.
     n_skipped : library samples left out because their target is NaN.
+    lost_workers : workers lost during the search (it restarted from a checkpoint each time).
     """
 
     selected: np.ndarray
     trace: list
     n_iterations: int
     n_skipped: int
+    lost_workers: list = field(default_factory=list)
+
+
+def drop_share(pool_size: int, k: int, retain: float) -> int:
+    """Samples an iteration drops: ``ceil((1 - retain) |K|)``, never taking the pool below ``k``."""
+    share = math.ceil(round((1 - retain) * pool_size, 9))
+    return max(0, min(share, pool_size - k))
 
 
 def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_valid, dtype="float32") -> None:
@@ -309,8 +175,8 @@ def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_
         raise UserInputError(f"dtype={dtype!r}: expected float32 or float64")
     if not 0 < retain < 1:
         raise UserInputError(f"retain={retain}: expected a fraction strictly between 0 and 1")
-    if b < 1:
-        raise UserInputError(f"b={b}: expected at least 1 appearance per sample per iteration")
+    if not 1 <= b < 4096:
+        raise UserInputError(f"b={b}: expected 1 to 4095 appearances per sample per iteration")
     if not 1 <= ncomp <= subset - 2:
         raise UserInputError(f"ncomp={ncomp}: expected 1 <= ncomp <= subset size - 2 ({subset - 2})")
     if ncomp > local_X.shape[1]:
@@ -326,37 +192,38 @@ def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_
 
 
 def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: int = 100, b: int = 40,
-            retain: float = 0.95, ncomp: int = 10, criterion: str = "rmse", seed: int = 0,
-            preprocess=None, dtype: str = "float32", block_size: int = 256,
-            map_blocks: Callable | None = None, state: RSLocalState | None = None,
-            on_iteration: Callable[[RSLocalState], None] | None = None) -> RSLocalResult:
+            retain: float = 0.95, ncomp: int = 10, criterion: str = "rmse", seed: int = 0, preprocess=None,
+            dtype: str = "float32", shard_rows: int = SHARD_ROWS, engine=None, state: RSLocalState | None = None,
+            on_iteration: Callable[[dict], None] | None = None,
+            on_checkpoint: Callable[[RSLocalState], None] | None = None, checkpoint_every: float = 30.0,
+            retries: int = 2) -> RSLocalResult:
     """Select the ``k`` library samples that best serve a site (RS-LOCAL-v2.0, paper section 2.3.2).
 
     Parameters
     ----------
     library : ndarray (N, p) or handle with ``n_samples`` and ``spectra(rows)``
-        Library spectra. Pass a :class:`~dtl_dist.library.LibraryRef` so that each process (every worker of
-        a distributed ``map_blocks``, or this one) reads and preprocesses the store once, in row blocks,
-        instead of receiving the spectra with every task.
+        Library spectra. Pass a :class:`~dtl_dist.library.LibraryRef` so that each process reads and
+        preprocesses only the rows it holds, instead of receiving them.
     library_y : ndarray (N,)
         Library targets; NaN rows are left out (counted in ``n_skipped``).
     local_X, local_y : ndarray (n, p), (n,)
         The site's labelled local samples (``local_y`` may be None for the criteria that need no values).
-    k : number of library samples to select: the selection has between ``k`` and ``ceil(k (1 + r))``.
+    k : number of library samples to select.
     subset : samples per random subset (m); smaller once the pool is below ``2 m`` (:func:`subset_size`).
     b : appearances of each sample per iteration.
     retain : fraction of the pool kept per iteration (1 - r).
     ncomp : PLS components of the subset models.
     criterion : one of :data:`CRITERIA`.
-    seed : random seed; the selection depends on it only (not on workers or ``block_size``).
-    preprocess : row-wise transformer (e.g. ``SNV()``) applied to library and local spectra, or None;
-        a handle's spectra are preprocessed once per process.
+    seed : random seed; with ``shard_rows``, all the selection depends on (not the workers or threads).
+    preprocess : row-wise transformer (e.g. ``SNV()``) applied to library and local spectra, or None.
     dtype : "float32" or "float64" for the PLS kernel.
-    block_size : subsets per task (rounded up to a multiple of :data:`CHUNK`).
-    map_blocks : ``map_blocks(fn, blocks, shared=()) -> list`` calling ``fn(block, *shared)``; default
-        this process on ``torch.get_num_threads()`` threads (:func:`dtl_dist.mapping.thread_map`).
+    shard_rows : rows per shard (:func:`dtl_dist.select.shards.shard_plan`).
+    engine : where the groups live: :class:`LocalShards` (default, this process's CPUs) or a cluster engine.
     state : a checkpointed :class:`RSLocalState` to resume from.
-    on_iteration : called with the state after every iteration (checkpointing, progress).
+    on_iteration : called with each iteration's trace row (progress).
+    on_checkpoint : called with the state at each checkpoint (every ``checkpoint_every`` seconds, and at the
+        end); ``checkpoint_every=0`` checkpoints every iteration.
+    retries : lost workers survived (each restarts the search from its last checkpoint).
 
     Returns
     -------
@@ -372,44 +239,86 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     valid = np.flatnonzero(np.isfinite(library_y))
     check_inputs(local_X, local_y, k=k, subset=subset, b=b, retain=retain, ncomp=ncomp, criterion=criterion,
                  n_valid=valid.size, dtype=dtype)
+    handle = hasattr(library, "spectra")
     if preprocess is not None:
         local_X = preprocess.fit_transform(local_X)
-        if not hasattr(library, "spectra"):
-            library = prepare_library(np.asarray(library), preprocess)
-    run = map_blocks or thread_map(torch.get_num_threads())
-    context = SearchContext(library, library_y.astype(dtype), local_X, local_y, ncomp, criterion, preprocess, dtype,
-                            b, seed)
-    state = state or RSLocalState(iteration=0, pool=valid)
-    target = k * (1 + (1 - retain))
-    step = max(1, -(-block_size // CHUNK)) * CHUNK
+        if not handle:
+            library = prepare_library(library, preprocess)
+    context = SearchContext(library, local_X.astype(dtype), None if local_y is None else local_y.astype(dtype),
+                            ncomp, criterion, preprocess if handle else None, dtype, b, seed)
+    engine = engine or LocalShards()
+    n_shards = max(1, -(-valid.size // max(1, int(shard_rows))))
+    saved = [state or RSLocalState(0, shard_plan(valid, shard_rows))]
+    lost: list[str] = []
 
-    while state.pool.size > target:
-        pool = state.pool
-        m = subset_size(pool.size, subset, ncomp)
-        positions = iteration_subsets(pool.size, m, b, seed, state.iteration)
-        blocks = [SubsetBlock(i, min(i + step, len(positions))) for i in range(0, len(positions), step)]
-        draw = IterationPool(state.iteration, pool.astype(np.int32), m)
-        scores = np.concatenate(run(score_block, blocks, shared=(context, draw)))
-        failed = ~np.isfinite(scores)
-        if failed.all():
-            raise UserInputError(f"RS-LOCAL iteration {state.iteration + 1}: no subset of {m} library samples could "
-                                 f"be fitted with {ncomp} PLS components (all {len(scores)} scores non-finite)")
-        if failed.any():
+    def checkpoint(s: RSLocalState) -> None:
+        saved[0] = s
+        if on_checkpoint is not None:
+            on_checkpoint(s)
+
+    while True:
+        start = saved[0]
+        try:
+            session = engine.start(context, {g: (rows, library_y[rows]) for g, rows in start.groups.items()},
+                                   start.iteration, n_shards)
+            try:
+                final = _search(session, start, k=k, subset=subset, ncomp=ncomp, retain=retain,
+                                min_group=min_group_size(subset, shard_rows), on_iteration=on_iteration,
+                                checkpoint=checkpoint, every=checkpoint_every)
+            finally:
+                session.stop()
+            break
+        except WorkerLost as exc:
+            lost.append(exc.worker)
+            if len(lost) > retries:
+                raise UserInputError(f"RS-LOCAL: lost {len(lost)} workers ({', '.join(lost)}), more than the "
+                                     f"{retries} retries allow; last: {exc}") from None
+            LOG.warning("RS-LOCAL: %s; restarting from the checkpoint of iteration %d", exc, saved[0].iteration)
+    return RSLocalResult(selected=final.pool, trace=final.trace, n_iterations=final.iteration,
+                         n_skipped=int(library_y.size - valid.size), lost_workers=lost)
+
+
+def _search(engine, state: RSLocalState, *, k, subset, ncomp, retain, min_group, on_iteration, checkpoint,
+            every):
+    """The iterations from ``state`` on the engine's groups until ``k`` samples remain; returns the end state."""
+    sizes = {g: int(len(rows)) for g, rows in state.groups.items()}
+    iteration, trace, last = state.iteration, list(state.trace), time.monotonic()
+    while sum(sizes.values()) > k:
+        for source, destination in plan_merges(sizes, min_group):
+            engine.move(iteration, source, destination)
+            sizes[destination] += sizes.pop(source)
+        pool_size = sum(sizes.values())
+        m = subset_size(pool_size, subset, ncomp)
+        scored = engine.call("score", iteration, m)
+        scores = np.concatenate([scored[g][0] for g in sorted(scored)])
+        failed = int(sum(scored[g][1] for g in scored))
+        if failed == scores.size:
+            raise UserInputError(f"RS-LOCAL iteration {iteration + 1}: no subset of {m} library samples could be "
+                                 f"fitted with {ncomp} PLS components (all {scores.size} scores non-finite)")
+        if failed:
             LOG.warning("RS-LOCAL iteration %d: %d of %d subsets could not be fitted (singular PLS system); they "
-                        "score as the worst subset", state.iteration + 1, failed.sum(), len(scores))
-        scores = np.where(failed, scores[~failed].max(), scores)
-        weak = weakness(positions, scores, pool.size)
-        drop = drop_weakest(weak, drop_share(pool.size, k, retain), tie_keys(pool.size, seed, state.iteration))
-        row = {"iteration": state.iteration + 1, "pool_size": int(pool.size), "subset": m,
-               "n_subsets": int(len(positions)), "n_failed": int(failed.sum()), "dropped": int(drop.sum()),
-               "threshold": float(weak[drop].min()) if drop.any() else math.nan, "score_min": float(scores.min())}
-        row |= {f"score_q{int(round(q * 100)):02d}": float(v) for q, v in zip(TRACE_QUANTILES,
-                                                                          np.quantile(scores, TRACE_QUANTILES))}
-        row["score_max"] = float(scores.max())
-        state = RSLocalState(iteration=state.iteration + 1, pool=pool[~drop], trace=[*state.trace, row])
+                        "score as the worst subset of their group", iteration + 1, failed, scores.size)
+        sketches = {g: scored[g][2] for g in scored}
+        d = min(drop_share(pool_size, k, retain), sum(sk[3] for sk in sketches.values()))
+        cut = None
+        if d:
+            high, low = bracket(sketches, d)
+            cut = find_cut(engine.call("candidates", iteration, high, low), d, high)
+        sizes = engine.call("drop", iteration, cut)
+        iteration += 1
+        finite = scores[np.isfinite(scores)]
+        row = {"iteration": iteration, "pool_size": pool_size, "groups": len(sizes), "subset": m,
+               "n_subsets": int(scores.size), "n_failed": failed, "dropped": pool_size - sum(sizes.values()),
+               "threshold": math.nan if cut is None else float(cut[0]), "score_min": float(finite.min())}
+        row |= {f"score_q{int(round(q * 100)):02d}": float(v)
+                for q, v in zip(TRACE_QUANTILES, np.quantile(finite, TRACE_QUANTILES))}
+        row["score_max"] = float(finite.max())
+        trace.append(row)
         if on_iteration is not None:
-            on_iteration(state)
-    with _draws_lock:
-        _draws.clear()
-    return RSLocalResult(selected=state.pool, trace=state.trace, n_iterations=state.iteration,
-                         n_skipped=int(library_y.size - valid.size))
+            on_iteration(row)
+        if sum(sizes.values()) > k and time.monotonic() - last >= every:
+            checkpoint(RSLocalState(iteration, engine.call("pools"), list(trace)))
+            last = time.monotonic()
+    final = RSLocalState(iteration, engine.call("pools"), trace)
+    checkpoint(final)
+    return final

@@ -26,7 +26,7 @@ class StudyContext:
     ----------
     config, data, out : the options, the data and the run directory.
     task_map : runs CNN trials and transfer candidates (Ray tasks, or in-process).
-    rslocal_map : runs RS-LOCAL subset blocks (Dask, or in-process).
+    rslocal_engine : holds RS-LOCAL's groups (Dask actors, or in-process; None: in-process).
     echo : progress lines.
     """
 
@@ -34,7 +34,7 @@ class StudyContext:
     data: StudyData
     out: Path
     task_map: Callable = serial_map
-    rslocal_map: Callable | None = None
+    rslocal_engine: object | None = None
     echo: Callable[[str], None] = print
 
     def model_dir(self, name: str) -> Path:

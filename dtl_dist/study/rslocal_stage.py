@@ -7,11 +7,12 @@ into the output directory:
 ``selected.csv``      the selected library samples (sample_id, row, target), after a ``# n_selected=...`` line
 ``trace.csv/.png``    per iteration: |K|, subsets, dropped, subset score quantiles
 ``localised.zarr``    the k + n localised store (selected library samples + the n local_labelled)
-``baseline.json``     n_selected (between k_requested and ceil(k (1 + r))), RS-LOCAL-PLS (PLSR on k + n,
+``baseline.json``     n_selected (= k_requested), RS-LOCAL-PLS (PLSR on k + n,
                       components by 10-fold CV) and local PLS (on the n) evaluated on the site's local_test
 ``predictions.csv``   their estimates for each local_test sample beside the observed value
 ``config.json``       the configuration that made them
-``checkpoint.npz``    the search state after the last iteration (``--resume`` continues from it)
+``checkpoint.npz``    the search state at the last checkpoint (every ``--checkpoint-every`` seconds and at the
+                      end; ``--resume`` continues from it)
 
 Every file is written to a temporary path and renamed; bad input is reported before anything is written.
 """
@@ -29,14 +30,14 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import atomic_path, write_json, write_text
 from dtl_dist.library.store import SpectralLibrary, check_compatible
 from dtl_dist.linear.pls_kernel import pls1_cv_ncomp, pls1_fit_predict
-from dtl_dist.mapping import thread_map
 from dtl_dist.metrics import evaluate
-from dtl_dist.select.rslocal import RSLocalState, check_inputs, rslocal
+from dtl_dist.select.rslocal import LocalShards, RSLocalState, check_inputs, rslocal
+from dtl_dist.select.shards import SHARD_ROWS
 from dtl_dist.spectra.preprocess import paper_preprocessing
 
 CHECKPOINT = "checkpoint.npz"
 SEARCH_KEYS = ("library", "site", "target", "k", "subset", "b", "retain", "ncomp", "criterion", "seed", "dtype",
-               "strict")
+               "strict", "shard_rows")
 """Config fields that determine the selection: a checkpoint resumes only under the same values."""
 
 
@@ -56,7 +57,9 @@ class RSLocalConfig:
     seed: int = 0
     target: str = "soc"
     dtype: str = "float32"
-    block_size: int = 256
+    shard_rows: int = SHARD_ROWS
+    checkpoint_every: float = 30.0
+    retries: int = 2
     strict: bool = False
     resume: bool = False
     baseline_max_ncomp: int = 20
@@ -110,7 +113,9 @@ def _open_out(config: RSLocalConfig) -> RSLocalState | None:
         raise UserInputError(f"--out {out}: no {CHECKPOINT} to resume from")
     with np.load(out / CHECKPOINT) as ck:
         saved = json.loads(str(ck["meta"]))
-        state = RSLocalState(iteration=saved["iteration"], pool=ck["pool"].astype(np.int64), trace=saved["trace"])
+        groups = {int(name.removeprefix("group_")): ck[name].astype(np.int64) for name in ck.files
+                  if name.startswith("group_")}
+        state = RSLocalState(iteration=saved["iteration"], groups=groups, trace=saved["trace"])
     mine = {key: getattr(config, key) for key in SEARCH_KEYS}
     changed = sorted(key for key in SEARCH_KEYS if saved["search"].get(key) != mine[key])
     if changed:
@@ -124,22 +129,23 @@ def _save_checkpoint(out: Path, config: RSLocalConfig, state: RSLocalState) -> N
             "search": {key: getattr(config, key) for key in SEARCH_KEYS}}
     with atomic_path(out / CHECKPOINT) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, pool=state.pool.astype(np.int64), meta=np.array(json.dumps(meta)))
+            np.savez(fh, meta=np.array(json.dumps(meta)),
+                     **{f"group_{g}": rows.astype(np.int64) for g, rows in state.groups.items()})
 
 
 def _engine(config: RSLocalConfig):
-    """(map_blocks, client): in this process on ``threads`` threads (default: torch's) unless a Dask
-    deployment is asked for (or mpiexec started us)."""
+    """(engine, client): in this process on ``threads`` threads (default: its CPUs) unless a Dask deployment
+    is asked for (or mpiexec started us)."""
     from dtl_dist.engines import dask as dask_engine
 
     wants_dask = (config.workers > 0 or config.scheduler_file or config.address or config.mpi or config.jobqueue
                   or dask_engine.under_mpiexec())
     if not wants_dask:
-        return (None if config.threads is None else thread_map(config.threads)), None
+        return LocalShards(config.threads), None
     client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address, mpi=config.mpi,
                                 n_workers=config.workers or None, threads_per_worker=config.threads or 1,
                                 jobqueue=config.jobqueue, timeout=config.connect_timeout, interface=config.interface)
-    return dask_engine.map_blocks(client), client
+    return dask_engine.ShardEngine(client), client
 
 
 def _pls_baseline(X, y, X_test, y_test, *, max_ncomp: int, folds: int, seed: int) -> tuple[dict, np.ndarray]:
@@ -239,7 +245,7 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
                  retain=config.retain, ncomp=config.ncomp, criterion=config.criterion,
                  n_valid=int(np.isfinite(inputs.library_y).sum()), dtype=config.dtype)
     state = _open_out(config)
-    map_blocks, client = _engine(config)
+    engine, client = _engine(config)
     try:
         out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -249,18 +255,18 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
         preprocess = paper_preprocessing(inputs.library.units)
         bar = _progress_bar(progress, state)
 
-        def on_iteration(s: RSLocalState) -> None:
-            _save_checkpoint(out, config, s)
+        def on_iteration(row: dict) -> None:
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(pool=s.pool.size)
+                bar.set_postfix(pool=row["pool_size"] - row["dropped"], groups=row["groups"])
 
         try:
             result = rslocal(inputs.library.ref(), inputs.library_y, inputs.local_X, inputs.local_y, k=config.k,
                              subset=config.subset, b=config.b, retain=config.retain, ncomp=config.ncomp,
                              criterion=config.criterion, seed=config.seed, preprocess=preprocess,
-                             dtype=config.dtype, block_size=config.block_size, map_blocks=map_blocks, state=state,
-                             on_iteration=on_iteration)
+                             dtype=config.dtype, shard_rows=config.shard_rows, engine=engine, state=state,
+                             on_iteration=on_iteration, on_checkpoint=lambda s: _save_checkpoint(out, config, s),
+                             checkpoint_every=config.checkpoint_every, retries=config.retries)
         finally:
             if bar is not None:
                 bar.close()

@@ -29,7 +29,8 @@ from dtl_dist import __version__
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import remove_path, write_json
 from dtl_dist.library.store import now_iso
-from dtl_dist.mapping import serial_map, thread_map
+from dtl_dist.select.rslocal import LocalShards
+from dtl_dist.mapping import serial_map
 from dtl_dist.study import baselines, cnn, designs, instances
 from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.context import StudyContext
@@ -112,7 +113,7 @@ def _run_model(ctx: StudyContext, spec: ModelSpec, directory: Path) -> dict:
 
 
 def _engines(config: StudyConfig, stack: ExitStack, kinds: set) -> tuple[Callable | None, Callable | None]:
-    """(task_map on Ray, rslocal_map on Dask or None for in-process); an engine that no stage left to run
+    """(task_map on Ray, RS-LOCAL's engine on Dask or in-process); an engine that no stage left to run
     (of ``kinds``) uses is not started."""
     task_map = None
     if {"search", "transfer"} & set(kinds):
@@ -126,14 +127,14 @@ def _engines(config: StudyConfig, stack: ExitStack, kinds: set) -> tuple[Callabl
     if "rslocal" not in kinds:
         return task_map, None
     if not (config.workers or config.scheduler_file or config.address or config.jobqueue):
-        return task_map, None if config.threads is None else thread_map(config.threads)
+        return task_map, LocalShards(config.threads)
     from dtl_dist.engines import dask as dask_engine
 
     client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address,
                                 n_workers=config.workers or None, threads_per_worker=config.threads or 1,
                                 jobqueue=config.jobqueue)
     stack.callback(client.close)
-    return task_map, dask_engine.map_blocks(client)
+    return task_map, dask_engine.ShardEngine(client)
 
 
 def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> dict:
@@ -173,7 +174,7 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
          f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
          + ("" if data.country is None else f", country library {data.country.size}"))
     with ExitStack() as stack:
-        task_map, ctx.rslocal_map = _engines(config, stack, kinds)
+        task_map, ctx.rslocal_engine = _engines(config, stack, kinds)
         ctx.task_map = task_map or serial_map
         summaries = run_stages(stages, out, options, only=config.only, echo=echo)
     specs = models_for(data.country is not None)

@@ -231,10 +231,13 @@ class ShardEngine:
 
     def __init__(self, client: Client, *, workers=None, poll: float = 1.0, join_timeout: float = 60.0):
         self.client, self.workers, self.poll, self.join_timeout = client, workers, poll, join_timeout
+        self.lost: set[str] = set()
 
     def alive(self) -> list[str]:
-        alive = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
-        return [w for w in alive if self.workers is None or w in self.workers]
+        """Workers to use: the cluster's (or those of ``workers``), less those lost (the scheduler may list a
+        dead worker for a while)."""
+        alive = set(self.client.scheduler_info(n_workers=-1)["workers"]) & set(self.client.nthreads())
+        return sorted(w for w in alive - self.lost if self.workers is None or w in self.workers)
 
     def start(self, context, groups: dict, iteration: int, n_shards: int) -> "_ShardSession":
         import time
@@ -265,12 +268,13 @@ class _ShardSession:
 
     def wait(self, address: str, ask):
         """The result of the future ``ask()`` returns, or :class:`WorkerLost` as soon as ``address`` is gone
-        or unreachable (the actors find their client through ``as_current``: ours is not the default)."""
+        or unreachable; a lost worker is not used again (the actors find their client through
+        ``as_current``: ours is not the default)."""
         from dtl_dist.select.rslocal import WorkerLost
         from dtl_dist.select.shards import StaleShards
 
-        with self.engine.client.as_current():
-            try:
+        try:
+            with self.engine.client.as_current():
                 future = ask()
                 while True:
                     try:
@@ -278,12 +282,12 @@ class _ShardSession:
                     except TimeoutError:
                         if address not in self.engine.alive():
                             raise WorkerLost(address, "it left the cluster") from None
-            except StaleShards as exc:
-                raise WorkerLost(address, f"its actor was recreated without its state ({exc})") from None
-            except (OSError, RuntimeError) as exc:  # unreachable, or "Worker holding Actor was lost"
-                if isinstance(exc, WorkerLost):
-                    raise
-                raise WorkerLost(address, str(exc) or type(exc).__name__) from None
+        except WorkerLost:
+            self.engine.lost.add(address)
+            raise
+        except (StaleShards, OSError, RuntimeError) as exc:  # recreated, unreachable, "Worker holding Actor was lost"
+            self.engine.lost.add(address)
+            raise WorkerLost(address, str(exc) or type(exc).__name__) from None
 
     def call(self, method: str, *args) -> dict:
         futures = {a: self.wait(a, lambda actor=actor: _Ready(getattr(actor, method)(*args)))

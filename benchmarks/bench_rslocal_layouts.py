@@ -21,6 +21,7 @@ not the full search's).
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import platform
 import subprocess
@@ -39,6 +40,17 @@ def machine() -> str:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def out_trace(out: Path) -> list[dict]:
+    """The run's trace.csv rows."""
+    with open(out / "trace.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def fits(trace: list[dict]) -> int:
+    """PLS fits of a search: its subsets, over all iterations."""
+    return sum(int(row["n_subsets"]) for row in trace)
 
 
 def main() -> None:
@@ -62,9 +74,9 @@ def main() -> None:
         library_gb = args.n * 211 * 4 / GB
         print(f"machine: {machine()}; library N = {args.n:,} x 211 float32 = {library_gb:.2f} GB; k = {k}; "
               f"options {' '.join(options)}")
-        print("| layout | wall s | load before | efficiency | speed-up | driver peak RSS GB | scheduler RSS GB | "
-              "per-worker peak RSS GB | workers PSS GB | node PSS GB | same selection |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        print("| layout | wall s | load before | efficiency | speed-up | fits/s | driver serial s | driver peak RSS GB | "
+              "scheduler RSS GB | per-worker peak RSS GB | workers PSS GB | node PSS GB | same selection |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         runs = []
         for layout in layouts:
             run = run_layout(layout, tmp / "lib.zarr", tmp / "site.zarr", tmp / "out", options)
@@ -73,6 +85,7 @@ def main() -> None:
             rss = run.peak_rss
             print(f"| {layout} | {run.wall_s:.1f} | {run.load_before:.2f} | {runs[0].wall_s / run.wall_s:.2f} | "
                   f"{'-' if single is None else f'{single.wall_s / run.wall_s:.2f}'} | "
+                  f"{fits(out_trace(tmp / 'out')) / run.wall_s:,.0f} | {run.baseline.get('driver_s', float('nan')):.1f} | "
                   f"{rss.get('driver', 0) / GB:.2f} | {rss.get('scheduler', 0) / GB:.2f} | "
                   f"{rss.get('worker', 0) / GB:.2f} | {run.workers_pss / GB:.2f} | {run.node_pss / GB:.2f} | "
                   f"{run.selected == runs[0].selected} |", flush=True)

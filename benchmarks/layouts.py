@@ -14,6 +14,7 @@ so their sum is what the node holds) memory of each process is read and attribut
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,6 +86,7 @@ class Run:
     node_pss: int = 0  # largest sum of PSS over all processes at one moment
     workers_pss: int = 0  # largest sum of PSS over the worker processes at one moment
     load_before: float = 0.0
+    baseline: dict = field(default_factory=dict)  # the run's baseline.json (iterations, driver_s, engine_s, ...)
 
 
 def _role(proc: psutil.Process, root: psutil.Process, layout: Layout) -> str | None:
@@ -133,6 +135,7 @@ def run_layout(layout: Layout, library: Path, site: Path, out: Path, options: li
         raise RuntimeError(f"{layout} failed ({proc.returncode}): {output.get('stderr', '')[-2000:]}")
     run.selected = (out / "selected.csv").read_text()
     run.summary_line = output["stdout"].strip().splitlines()[-1]
+    run.baseline = json.loads((out / "baseline.json").read_text())
     return run
 
 

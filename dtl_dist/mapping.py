@@ -2,7 +2,7 @@
 
 An algorithm with parallel work takes ``map_blocks(fn, blocks, shared=()) -> list`` that returns
 ``[fn(block, *shared) for block in blocks]`` in block order; ``shared`` holds objects every block needs.
-:func:`serial_map` and :func:`thread_map` are the in-process maps; :mod:`dtl_dist.engines.dask` and
+:func:`serial_map` is the in-process map; :mod:`dtl_dist.engines.dask` and
 :mod:`dtl_dist.engines.ray` supply distributed ones, which also promise: each shared object is sent to the
 cluster once (and reused by later calls given the same object), a failed task is retried, and torch in a task
 uses only the task's threads (:func:`with_torch_threads`).
@@ -17,33 +17,12 @@ another task mid-computation.
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 
 def serial_map(fn: Callable, blocks, shared=()) -> list:
     """Run every block here, in order (torch with the caller's own threads)."""
     return [fn(block, *shared) for block in blocks]
-
-
-def thread_map(threads: int) -> Callable:
-    """A ``map_blocks`` running the blocks in this process on ``threads`` Python threads, each running torch
-    on one thread (:func:`with_torch_threads`): the in-process twin of a Dask worker with ``threads`` threads,
-    so results are bitwise those of any engine layout. The process-wide torch default is left as found."""
-    threads = max(1, int(threads))
-
-    def run(fn, blocks, shared=()) -> list:
-        blocks = list(blocks)
-        torch = sys.modules.get("torch")
-        default = torch.get_num_threads() if torch is not None else None
-        try:
-            with ThreadPoolExecutor(min(threads, max(1, len(blocks))), thread_name_prefix="dtl-map") as pool:
-                return list(pool.map(lambda block: with_torch_threads(fn, 1, block, *shared), blocks))
-        finally:
-            if default is not None:
-                torch.set_num_threads(default)  # the caller's count again (its own is unchanged)
-
-    return run
 
 
 def with_torch_threads(fn: Callable, threads: int, *args):

@@ -1,4 +1,4 @@
-"""The map_blocks contract (dtl_dist.mapping): the in-process maps (serial, threads), the Dask engine and the Ray
+"""The map_blocks contract (dtl_dist.mapping): the in-process map, the Dask engine and the Ray
 engine return ``fn(block, *shared)`` in block order, and the two distributed engines also send each shared object
 once and retry a failing task; every map but the serial one runs torch on one thread per task, set once per
 thread and never changed back. Real LocalCluster, real local Ray."""
@@ -12,7 +12,7 @@ import cloudpickle
 import pytest
 import torch
 
-from dtl_dist.mapping import serial_map, thread_map
+from dtl_dist.mapping import serial_map
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import this test module
 
@@ -50,12 +50,10 @@ def torch_threads(block):
     return torch.get_num_threads()
 
 
-@pytest.fixture(params=["serial", "threads", "dask", "ray"])
+@pytest.fixture(params=["serial", "dask", "ray"])
 def engine(request):
     if request.param == "serial":
         return request.param, serial_map
-    if request.param == "threads":
-        return request.param, thread_map(3)
     if request.param == "dask":
         from dtl_dist.engines.dask import map_blocks
 
@@ -78,7 +76,7 @@ def test_results_in_block_order_and_shared_objects_sent_once(engine):
     second = map_blocks(scaled, blocks[::-1], shared=(factor,))
     assert first == [[x * 7 for x in b] for b in blocks]
     assert second == first[::-1]
-    in_process = name in ("serial", "threads")
+    in_process = name == "serial"
     assert CountedPickles.count == (0 if in_process else 1)  # once for both calls, not once per block
     map_blocks(scaled, blocks, shared=(CountedPickles(2),))
     assert CountedPickles.count == (0 if in_process else 2)  # a new object is sent again
@@ -86,7 +84,7 @@ def test_results_in_block_order_and_shared_objects_sent_once(engine):
 
 def test_a_failing_task_is_retried(engine, tmp_path):
     name, map_blocks = engine
-    if name in ("serial", "threads"):
+    if name == "serial":
         with pytest.raises(RuntimeError, match="transient failure of block 0"):
             map_blocks(fail_once, [0, 1], shared=(str(tmp_path),))
         return

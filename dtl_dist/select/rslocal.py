@@ -150,6 +150,8 @@ class RSLocalResult:
     n_iterations : iterations run.
     n_skipped : library samples left out because their target is NaN.
     lost_workers : workers lost during the search (it restarted from a checkpoint each time).
+    timings : seconds of the (last) run spent by the driver between the engine's calls (``driver_s``, its
+        serial part) and waiting for them (``engine_s``).
     """
 
     selected: np.ndarray
@@ -157,6 +159,7 @@ class RSLocalResult:
     n_iterations: int
     n_skipped: int
     lost_workers: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
 
 
 def drop_share(pool_size: int, k: int, retain: float) -> int:
@@ -262,7 +265,7 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
             session = engine.start(context, {g: (rows, library_y[rows]) for g, rows in start.groups.items()},
                                    start.iteration, n_shards)
             try:
-                final = _search(session, start, k=k, subset=subset, ncomp=ncomp, retain=retain,
+                final, timings = _search(session, start, k=k, subset=subset, ncomp=ncomp, retain=retain,
                                 min_group=min_group_size(subset, shard_rows), on_iteration=on_iteration,
                                 checkpoint=checkpoint, every=checkpoint_every)
             finally:
@@ -275,21 +278,32 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
                                      f"{retries} retries allow; last: {exc}") from None
             LOG.warning("RS-LOCAL: %s; restarting from the checkpoint of iteration %d", exc, saved[0].iteration)
     return RSLocalResult(selected=final.pool, trace=final.trace, n_iterations=final.iteration,
-                         n_skipped=int(library_y.size - valid.size), lost_workers=lost)
+                         n_skipped=int(library_y.size - valid.size), lost_workers=lost, timings=timings)
 
 
-def _search(engine, state: RSLocalState, *, k, subset, ncomp, retain, min_group, on_iteration, checkpoint,
+def _search(session, state: RSLocalState, *, k, subset, ncomp, retain, min_group, on_iteration, checkpoint,
             every):
-    """The iterations from ``state`` on the engine's groups until ``k`` samples remain; returns the end state."""
+    """The iterations from ``state`` on the session's groups until ``k`` samples remain; returns the end state
+    and the seconds spent here outside the engine's calls (the driver's serial part) and in them."""
     sizes = {g: int(len(rows)) for g, rows in state.groups.items()}
     iteration, trace, last = state.iteration, list(state.trace), time.monotonic()
+    waited = [0.0]
+
+    def engine(method: str, *args):
+        started = time.perf_counter()
+        try:
+            return session.move(*args) if method == "move" else session.call(method, *args)
+        finally:
+            waited[0] += time.perf_counter() - started
+
+    begun = time.perf_counter()
     while sum(sizes.values()) > k:
         for source, destination in plan_merges(sizes, min_group):
-            engine.move(iteration, source, destination)
+            engine("move", iteration, source, destination)
             sizes[destination] += sizes.pop(source)
         pool_size = sum(sizes.values())
         m = subset_size(pool_size, subset, ncomp)
-        scored = engine.call("score", iteration, m)
+        scored = engine("score", iteration, m)
         scores = np.concatenate([scored[g][0] for g in sorted(scored)])
         failed = int(sum(scored[g][1] for g in scored))
         if failed == scores.size:
@@ -303,8 +317,8 @@ def _search(engine, state: RSLocalState, *, k, subset, ncomp, retain, min_group,
         cut = None
         if d:
             high, low = bracket(sketches, d)
-            cut = find_cut(engine.call("candidates", iteration, high, low), d, high)
-        sizes = engine.call("drop", iteration, cut)
+            cut = find_cut(engine("candidates", iteration, high, low), d, high)
+        sizes = engine("drop", iteration, cut)
         iteration += 1
         finite = scores[np.isfinite(scores)]
         row = {"iteration": iteration, "pool_size": pool_size, "groups": len(sizes), "subset": m,
@@ -317,8 +331,8 @@ def _search(engine, state: RSLocalState, *, k, subset, ncomp, retain, min_group,
         if on_iteration is not None:
             on_iteration(row)
         if sum(sizes.values()) > k and time.monotonic() - last >= every:
-            checkpoint(RSLocalState(iteration, engine.call("pools"), list(trace)))
+            checkpoint(RSLocalState(iteration, engine("pools"), list(trace)))
             last = time.monotonic()
-    final = RSLocalState(iteration, engine.call("pools"), trace)
+    final = RSLocalState(iteration, engine("pools"), trace)
     checkpoint(final)
-    return final
+    return final, {"driver_s": time.perf_counter() - begun - waited[0], "engine_s": waited[0]}

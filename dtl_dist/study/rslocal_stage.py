@@ -212,7 +212,7 @@ def _write_outputs(out: Path, config: RSLocalConfig, inputs: Inputs, result, pre
 
     baseline = {"site": str(config.site), "library": str(config.library), "n_selected": int(len(selected)),
                 "k_requested": config.k, "n": int(inputs.labelled.n_samples), "iterations": result.n_iterations,
-                "library_skipped_nan": inputs.n_skipped}
+                "library_skipped_nan": inputs.n_skipped, "lost_workers": result.lost_workers, **result.timings}
     test_y = inputs.test.target(config.target) if config.target in inputs.test.targets else None
     if inputs.local_y is not None and test_y is not None and inputs.test.n_samples >= 2:
         measured = np.isfinite(test_y)

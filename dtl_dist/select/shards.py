@@ -241,7 +241,7 @@ def read_rows(library, rows: np.ndarray, preprocess, dtype: str) -> tuple[np.nda
     library here (the outer splits of a study, a restart after a lost worker) uses that copy when it holds
     the rows, so a process never holds two copies of one library."""
     if not hasattr(library, "spectra"):
-        return np.asarray(library, dtype=dtype), rows
+        return np.ascontiguousarray(library, dtype=dtype), rows
     key = (library, repr(preprocess), dtype)
     with _prepared_lock:
         held = _prepared.get(key)
@@ -274,8 +274,9 @@ class ShardSet:
     """
 
     def __init__(self, context: SearchContext, groups: dict, threads: int, iteration: int):
-        from dtl_dist.linear.pls_compiled import subset_scores
+        from dtl_dist.linear.pls_compiled import subset_scores, warm_up
 
+        warm_up()  # compiled (or loaded from numba's cache) here, before the scoring threads need it
         self.context, self.threads, self.iteration = context, max(1, int(threads)), int(iteration)
         self._scores = subset_scores
         self.groups = {}

@@ -20,6 +20,7 @@ Every file is written to a temporary path and renamed; bad input is reported bef
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -255,10 +256,18 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
         preprocess = paper_preprocessing(inputs.library.units)
         bar = _progress_bar(progress, state)
 
+        last = [time.monotonic(), time.monotonic()]  # last line written, end of the previous iteration
+
         def on_iteration(row: dict) -> None:
-            if bar is not None:
+            now = time.monotonic()
+            if bar is not None and not bar.disable:
                 bar.update(1)
                 bar.set_postfix(pool=row["pool_size"] - row["dropped"], groups=row["groups"])
+            elif progress and (now - last[0] >= 60 or row["iteration"] == 1):  # a job log: a line a minute
+                echo(f"rslocal: iteration {row['iteration']}, pool {row['pool_size'] - row['dropped']:,} in "
+                     f"{row['groups']} groups, {row['n_subsets']:,} subsets in {now - last[1]:.1f} s")
+                last[0] = now
+            last[1] = now
 
         try:
             result = rslocal(inputs.library.ref(), inputs.library_y, inputs.local_X, inputs.local_y, k=config.k,

@@ -309,28 +309,28 @@ class ShardSet:
 
     def score(self, iteration: int, m: int) -> dict:
         """Draw and score the iteration's subsets of every group, sum each pool sample's weakness and rank the
-        pool. Returns ``{group: (subset scores, n_failed, sketch)}`` (sketch: see :func:`bracket`)."""
+        pool. Returns ``{group: (subset scores, n_failed, sketch)}`` (sketch: see :func:`bracket`).
+
+        The rounds are scored on the threads in units of a few rounds (about 8 units per thread); this
+        thread ranks each group as soon as its rounds are in, while the threads score the next groups."""
         self._check(iteration)
         c = self.context
-        n_blocks = min(c.b, max(1, -(-2 * self.threads // max(1, len(self.groups)))))
-        units = [(g, rounds) for g in self.groups for rounds in np.array_split(np.arange(c.b), n_blocks)]
+        per_unit = max(1, min(c.b, len(self.groups) * c.b // (8 * self.threads)))
 
-        def run(unit):
-            g, rounds = unit
+        def run(g: int, rounds: range) -> list:
             group = self.groups[g]
             out = []
             for r in rounds:
-                positions = round_subsets(group.pool.size, m, c.seed, iteration, g, int(r))
+                positions = round_subsets(group.pool.size, m, c.seed, iteration, g, r)
                 out.append((positions, self._scores(group.X, group.at[group.pool[positions]], group.y, c.local_X,
                                                     c.local_y, c.ncomp, c.criterion)))
             return out
 
         with ThreadPoolExecutor(self.threads, thread_name_prefix="dtl-rslocal") as pool:
-            done = list(pool.map(run, units))
-            per_group = {g: [] for g in self.groups}
-            for (g, _), rounds in zip(units, done):
-                per_group[g].extend(rounds)
-            return dict(zip(per_group, pool.map(lambda g: self._rank(g, iteration, per_group[g]), per_group)))
+            units = {g: [pool.submit(run, g, range(r, min(r + per_unit, c.b))) for r in range(0, c.b, per_unit)]
+                     for g in self.groups}
+            return {g: self._rank(g, iteration, [r for unit in futures for r in unit.result()])
+                    for g, futures in units.items()}
 
     def _rank(self, g: int, iteration: int, rounds: list) -> tuple:
         group = self.groups[g]

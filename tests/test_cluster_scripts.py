@@ -26,7 +26,7 @@ CLUSTER = ROOT / "cluster"
 HARNESS = CLUSTER / "local" / "fakecluster.py"
 SCRIPTS = sorted([*CLUSTER.glob("slurm/*"), *CLUSTER.glob("pbs/*"), CLUSTER / "common.sh",
                   *CLUSTER.glob("local/bin/*")])
-RSLOCAL_OPTS = "--k 20 --subset 20 --b 4 --ncomp 3 --seed 1"
+RSLOCAL_OPTS = "--k 20 --subset 20 --b 4 --ncomp 3 --seed 1 --shard-rows 100"  # 4 shards on the 2 fake nodes
 STUDY_OPTS = "--trials 1 --max-epochs 3 --cv-folds 2 --inner-folds 2 --k 20 --subset 20 --b 4 --ncomp 3"
 
 pytestmark = pytest.mark.slow

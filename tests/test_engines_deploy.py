@@ -22,7 +22,7 @@ from dtl_dist.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "cluster" / "jobqueue"
-OPTIONS = ["--k", "20", "--subset", "20", "--b", "4", "--ncomp", "3", "--seed", "1"]
+OPTIONS = ["--k", "20", "--subset", "20", "--b", "4", "--ncomp", "3", "--seed", "1", "--shard-rows", "100"]  # 3 shards
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dtl_dist.library.synthetic import write_library, write_site
 from dtl_dist.spectra.grid import make_grid
 from dtl_dist.study.select_local import select_local
 
-OPTIONS = ["--k", "40", "--subset", "40", "--b", "8", "--ncomp", "4", "--seed", "7"]
+OPTIONS = ["--k", "40", "--subset", "40", "--b", "8", "--ncomp", "4", "--seed", "7", "--shard-rows", "250"]  # 4 shards
 
 
 def test_mpiexec_four_ranks_selects_as_in_process(tmp_path):

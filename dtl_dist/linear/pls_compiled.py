@@ -25,7 +25,7 @@ Gram-Schmidt coefficients ``C[a, k] = c_ak`` (``a < k``) and ``C[k, k] = ||t_k||
 ``q = D^-1 qn`` (``D = diag ||t_k||``), so ``coef = W (P'W)^-1 q = W C^-1 qn``; scikit-learn's scores are
 ``T = Xc W (P'W)^-1 = Tn D`` and its loadings ``P = Xc' Tn D^-1``.
 
-Criteria (as RS-LOCAL's torch path computed them, ``rslocal._score_chunk`` before this kernel):
+Criteria (as RS-LOCAL computed them with the torch kernel before this one):
 
 - ``"rmse"``: ``sqrt(mean((local_X - x_mean) coef + y_mean - local_y)^2)``.
 - ``"reconstruction"``: RMS of ``Lc - T_local P'`` over all local samples and bands (``Lc = local_X - x_mean``,

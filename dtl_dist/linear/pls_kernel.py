@@ -3,7 +3,10 @@
 RS-LOCAL-v2.0 (Shen et al. 2022, section 2.3.2; Lobsey et al. 2017) fits a partial least squares
 regression (PLSR) on every random subset of the spectral library it draws and scores it on the ``n``
 local_labelled samples, so it needs many small PLS fits (subsets of ~100 spectra x 211 bands) rather
-than one large one. This module fits a whole batch of subsets at once.
+than one large one. This module fits a whole batch of subsets at once, on the CPU or a GPU; it serves the PLS
+baselines (components by cross-validation, :func:`pls1_cv_ncomp`) and the models that keep their loadings. On
+the CPU, RS-LOCAL's subset scores come from the compiled kernel of :mod:`dtl_dist.linear.pls_compiled`, which
+computes the same NIPALS per subset 4-6x faster (bench_pls).
 
 Algorithm
 ---------

@@ -282,8 +282,8 @@ class ShardSet:
         self.groups = {}
         if not groups:
             return
-        rows = np.concatenate([np.asarray(r, np.int64) for r, _ in groups.values()]) if groups else np.empty(0, int)
-        ys = np.concatenate([np.asarray(y, np.float64) for _, y in groups.values()]) if groups else np.empty(0)
+        rows = np.concatenate([np.asarray(r, np.int64) for r, _ in groups.values()])
+        ys = np.concatenate([np.asarray(y, np.float64) for _, y in groups.values()])
         order = np.argsort(rows, kind="stable")
         X, at_sorted = read_rows(context.library, rows[order], context.preprocess, context.dtype)
         y = np.zeros(len(X), dtype=context.dtype)

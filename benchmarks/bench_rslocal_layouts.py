@@ -4,7 +4,8 @@ wall time, efficiency against the in-process run, memory per role and per node, 
 Each layout runs ``dtl rslocal`` as a subprocess (benchmarks/layouts.py: ``inprocess:T``, ``local:WxT``,
 ``mpiexec:NxT``) on the same library and site, one after the other, while its processes' memory is sampled.
 The first layout is the reference: efficiency = its wall time / the layout's (same cores), speed-up = the
-``inprocess:1`` wall time / the layout's when that layout is in the list.
+``inprocess:1`` wall time / the layout's when that layout is in the list; "search" columns time the search
+alone (``driver_s + engine_s`` of baseline.json), fits/s = the trace's subsets / search seconds.
 
 Usage (defaults: N = 50,000, k = 100, the paper's m = 100, b = 40, retain = 0.95, 10 components):
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import platform
 import subprocess
@@ -79,9 +81,9 @@ def main() -> None:
         library_gb = args.n * 211 * 4 / GB
         print(f"machine: {machine()}; library N = {args.n:,} x 211 float32 = {library_gb:.2f} GB; k = {k}; "
               f"options {' '.join(options)}")
-        print("| layout | wall s | search s | load before | efficiency | speed-up | search speed-up | fits/s | driver serial s | "
-              "driver peak RSS GB | "
-              "scheduler RSS GB | per-worker peak RSS GB | workers PSS GB | node PSS GB | same selection |")
+        print("| layout | wall s | search s | load before | efficiency | speed-up | search speed-up | fits/s | "
+              "driver serial s | driver peak RSS GB | scheduler RSS GB | per-worker peak RSS GB | workers PSS GB | "
+              "node PSS GB | same selection |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         runs = []
         for layout in layouts:
@@ -89,10 +91,12 @@ def main() -> None:
             runs.append(run)
             single = next((r for r in runs if r.layout.kind == "inprocess" and r.layout.threads == 1), None)
             rss = run.peak_rss
+            speed_up = "-" if single is None else f"{single.wall_s / run.wall_s:.2f}"
+            search_speed_up = "-" if single is None else f"{search_s(single) / search_s(run):.2f}"
             print(f"| {layout} | {run.wall_s:.1f} | {search_s(run):.1f} | {run.load_before:.2f} | "
-                  f"{runs[0].wall_s / run.wall_s:.2f} | {'-' if single is None else f'{single.wall_s / run.wall_s:.2f}'} | "
-                  f"{'-' if single is None else f'{search_s(single) / search_s(run):.2f}'} | "
-                  f"{fits(out_trace(tmp / 'out')) / search_s(run):,.0f} | {run.baseline.get('driver_s', float('nan')):.1f} | "
+                  f"{runs[0].wall_s / run.wall_s:.2f} | {speed_up} | {search_speed_up} | "
+                  f"{fits(out_trace(tmp / 'out')) / search_s(run):,.0f} | "
+                  f"{run.baseline.get('driver_s', math.nan):.1f} | "
                   f"{rss.get('driver', 0) / GB:.2f} | {rss.get('scheduler', 0) / GB:.2f} | "
                   f"{rss.get('worker', 0) / GB:.2f} | {run.workers_pss / GB:.2f} | {run.node_pss / GB:.2f} | "
                   f"{run.selected == runs[0].selected} |", flush=True)

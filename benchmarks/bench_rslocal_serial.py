@@ -66,8 +66,8 @@ def main() -> None:
         t_quantiles = time.perf_counter() - start
         first = t_bracket + t_cut + t_quantiles
         sent = sum(len(c[1]) for c in candidates.values())
-        print(f"| {n:,} | {groups:,} | {scores.size:,} | {t_bracket:.3f} | {sent:,} | {t_cut:.3f} | {t_quantiles:.3f} | "
-              f"{first:.2f} | {first * series:.1f} |", flush=True)
+        print(f"| {n:,} | {groups:,} | {scores.size:,} | {t_bracket:.3f} | {sent:,} | {t_cut:.3f} | "
+              f"{t_quantiles:.3f} | {first:.2f} | {first * series:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -313,6 +313,7 @@ def _site_variant(stores, tmp_path, name, **create):
 @pytest.mark.parametrize("case, message", [
     ("k", "k=1200: expected 6 <= k <= 1199"),
     ("k_small", "k=5: expected 6 <= k <= 1199"),
+    ("shard_rows", "shard_rows=0: expected a positive number of library rows per shard"),
     ("ncomp", "ncomp=40: expected 1 <= ncomp <= subset size - 2"),
     ("few_labelled", "at least 3"),
     ("grid", "wavelength grid"),
@@ -328,6 +329,8 @@ def test_bad_input_exits_2_and_writes_nothing(stores, tmp_path, case, message):
         extra += ["--k", "1200"]
     elif case == "k_small":
         extra += ["--k", "5"]
+    elif case == "shard_rows":
+        extra += ["--shard-rows", "0"]
     elif case == "ncomp":
         extra += ["--ncomp", "40"]
     elif case == "few_labelled":

@@ -168,7 +168,8 @@ def drop_share(pool_size: int, k: int, retain: float) -> int:
     return max(0, min(share, pool_size - k))
 
 
-def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_valid, dtype="float32") -> None:
+def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_valid, dtype="float32",
+                 shard_rows=SHARD_ROWS) -> None:
     """Raise :class:`UserInputError` for parameters RS-LOCAL cannot run with (``n_valid``: library samples
     with a measured target)."""
     local_X = np.asarray(local_X)
@@ -178,6 +179,8 @@ def check_inputs(local_X, local_y, *, k, subset, b, retain, ncomp, criterion, n_
         raise UserInputError(f"dtype={dtype!r}: expected float32 or float64")
     if not 0 < retain < 1:
         raise UserInputError(f"retain={retain}: expected a fraction strictly between 0 and 1")
+    if isinstance(shard_rows, bool) or not isinstance(shard_rows, (int, np.integer)) or shard_rows < 1:
+        raise UserInputError(f"shard_rows={shard_rows!r}: expected a positive number of library rows per shard")
     if not 1 <= b < 4096:
         raise UserInputError(f"b={b}: expected 1 to 4095 appearances per sample per iteration")
     if not 1 <= ncomp <= subset - 2:
@@ -241,7 +244,7 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     local_y = None if local_y is None else np.asarray(local_y, dtype=np.float64)
     valid = np.flatnonzero(np.isfinite(library_y))
     check_inputs(local_X, local_y, k=k, subset=subset, b=b, retain=retain, ncomp=ncomp, criterion=criterion,
-                 n_valid=valid.size, dtype=dtype)
+                 n_valid=valid.size, dtype=dtype, shard_rows=shard_rows)
     handle = hasattr(library, "spectra")
     if preprocess is not None:
         local_X = preprocess.fit_transform(local_X)

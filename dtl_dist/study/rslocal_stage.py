@@ -244,7 +244,7 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
     inputs = _load(config)
     check_inputs(inputs.local_X, inputs.local_y, k=config.k, subset=config.subset, b=config.b,
                  retain=config.retain, ncomp=config.ncomp, criterion=config.criterion,
-                 n_valid=int(np.isfinite(inputs.library_y).sum()), dtype=config.dtype)
+                 n_valid=int(np.isfinite(inputs.library_y).sum()), dtype=config.dtype, shard_rows=config.shard_rows)
     state = _open_out(config)
     engine, client = _engine(config)
     try:

@@ -252,10 +252,12 @@ class ShardEngine:
             time.sleep(self.poll)
         nthreads = self.client.nthreads()
         session = _ShardSession(self, {g: addresses[owner(g, len(addresses), n_shards)] for g in groups})
-        futures = {a: self.client.submit(ShardSet, context, {g: groups[g] for g in groups if session.where[g] == a},
-                                         nthreads[a], iteration, actor=True, workers=[a],
-                                         allow_other_workers=False, pure=False)
-                   for a in sorted(set(session.where.values()))}
+        futures = {}
+        for a in sorted(set(session.where.values())):
+            # the groups' rows and targets (N / workers of each) go straight to their worker, not in the graph
+            [mine] = self.client.scatter([{g: groups[g] for g in groups if session.where[g] == a}], workers=[a])
+            futures[a] = self.client.submit(ShardSet, context, mine, nthreads[a], iteration, actor=True, workers=[a],
+                                            allow_other_workers=False, pure=False)
         session.actors = {a: session.wait(a, lambda f=f: f) for a, f in futures.items()}
         return session
 

@@ -47,7 +47,7 @@ SHARD_ROWS = 16_384
 SKETCH = 512
 """Ranked entries per group sent to the driver for the bracket of the cut."""
 
-PREPROCESS_ROWS = 65_536
+PREPROCESS_ROWS = 8_192
 """Library rows read and preprocessed at a time (bounds the temporaries)."""
 
 

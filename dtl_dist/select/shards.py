@@ -32,6 +32,7 @@ the pool.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -256,7 +257,17 @@ def read_rows(library, rows: np.ndarray, preprocess, dtype: str) -> tuple[np.nda
             block = library.spectra(rows[i:i + PREPROCESS_ROWS])
             out[i:i + len(block)] = block if preprocess is None else preprocess.fit_transform(block)
         _prepared[key] = (rows, out)
+        _release_freed_memory()
         return out, np.arange(rows.size)
+
+
+def _release_freed_memory() -> None:
+    """Hand the freed read and preprocessing buffers back to the OS (glibc keeps freed heap memory otherwise,
+    which at 10M samples left ~1.5 GB of a worker's RSS unused)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class ShardSet:

@@ -262,8 +262,8 @@ def read_rows(library, rows: np.ndarray, preprocess, dtype: str) -> tuple[np.nda
 
 
 def _release_freed_memory() -> None:
-    """Hand the freed read and preprocessing buffers back to the OS (glibc keeps freed heap memory otherwise,
-    which at 10M samples left ~1.5 GB of a worker's RSS unused)."""
+    """Hand the freed read and preprocessing buffers back to the OS (glibc may keep freed heap memory in the
+    process otherwise)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc

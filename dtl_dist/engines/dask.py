@@ -251,7 +251,8 @@ class ShardEngine:
                 raise UserInputError(f"RS-LOCAL: no Dask worker joined within {self.join_timeout:g} s")
             time.sleep(self.poll)
         nthreads = self.client.nthreads()
-        session = _ShardSession(self, {g: addresses[owner(g, len(addresses), n_shards)] for g in groups})
+        session = _ShardSession(self, {g: addresses[owner(g, len(addresses), n_shards)] for g in groups},
+                                {g: len(rows) for g, (rows, _) in groups.items()})
         futures = {}
         for a in sorted(set(session.where.values())):
             # the groups' rows and targets (N / workers of each) go straight to their worker, not in the graph
@@ -263,10 +264,30 @@ class ShardEngine:
 
 
 class _ShardSession:
-    """One search's actors (the session interface of :class:`dtl_dist.select.rslocal.LocalShards`)."""
+    """One search's actors (the session interface of :class:`dtl_dist.select.rslocal.LocalShards`).
 
-    def __init__(self, engine: ShardEngine, where: dict):
-        self.engine, self.where, self.actors = engine, where, {}
+    Balance. Drops and merges (which must not depend on the layout) leave the workers unequal shares of the
+    pool; after each drop and merge, while the most loaded worker holds more than 10 % above the least loaded
+    one, its largest group smaller than half the difference moves there whole (a group draws the same
+    subsets wherever it lives)."""
+
+    def __init__(self, engine: ShardEngine, where: dict, sizes: dict):
+        self.engine, self.where, self.sizes, self.actors = engine, where, sizes, {}
+
+    def _rebalance(self, iteration: int) -> None:
+        while len(self.actors) > 1:
+            load = {a: 0 for a in self.actors}
+            for g, a in self.where.items():
+                load[a] += self.sizes[g]
+            high, low = max(load, key=load.get), min(load, key=load.get)
+            gap = load[high] - load[low]
+            movable = [g for g, a in self.where.items() if a == high and 0 < self.sizes[g] <= gap / 2]
+            if gap <= 0.1 * max(1, sum(load.values()) / len(load)) or not movable:
+                return
+            g = max(movable, key=lambda g: (self.sizes[g], -g))
+            part = self.wait(high, lambda: self.actors[high].export(iteration, g))
+            self.wait(low, lambda: self.actors[low].absorb(iteration, g, part))
+            self.where[g] = low
 
     def wait(self, address: str, ask):
         """The result of the future ``ask()`` returns, or :class:`WorkerLost` as soon as ``address`` is gone
@@ -288,6 +309,8 @@ class _ShardSession:
             self.engine.lost.add(address)
             raise
         except (StaleShards, OSError, RuntimeError) as exc:  # recreated, unreachable, "Worker holding Actor was lost"
+            if type(exc) is RuntimeError and "Actor was lost" not in str(exc):
+                raise  # an error of the search itself, not of the cluster
             self.engine.lost.add(address)
             raise WorkerLost(address, str(exc) or type(exc).__name__) from None
 
@@ -297,19 +320,24 @@ class _ShardSession:
         out = {}
         for address, future in futures.items():
             out.update(self.wait(address, lambda f=future: f))
+        if method == "drop":  # the pools' new sizes; the iteration has ended
+            self.sizes = dict(out)
+            self._rebalance(args[0] + 1)
         return out
 
     def move(self, iteration: int, source: int, destination: int) -> None:
         src, dst = self.where.pop(source), self.where[destination]
         part = self.wait(src, lambda: self.actors[src].export(iteration, source))
         self.wait(dst, lambda: self.actors[dst].absorb(iteration, destination, part))
+        self.sizes[destination] += self.sizes.pop(source)
+        self._rebalance(iteration)
 
     def stop(self) -> None:
         self.actors, self.where = {}, {}
 
 
 class _Ready:
-    """A value in a future's clothes, for :meth:`ShardEngine._wait`."""
+    """A value in a future's clothes, for :meth:`_ShardSession.wait`."""
 
     def __init__(self, value):
         self.value = value

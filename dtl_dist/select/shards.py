@@ -395,12 +395,16 @@ class ShardSet:
         return group.rows[group.pool], group.X[at], group.y[at]
 
     def absorb(self, iteration: int, g: int, part: tuple) -> None:
-        """Merge an exported pool into group ``g`` (rows kept ascending, the pool is all of them)."""
+        """Merge an exported pool into group ``g``, or make it group ``g`` when this process holds none (a group
+        moved here whole). A group is its ascending pool rows wherever it lives, so its draws are the same."""
         self._check(iteration)
-        group = self.groups[g]
-        at = group.at[group.pool]
-        rows = np.concatenate([group.rows[group.pool], part[0]])
+        parts = [part]
+        if g in self.groups:
+            group = self.groups[g]
+            at = group.at[group.pool]
+            parts.insert(0, (group.rows[group.pool], group.X[at], group.y[at]))
+        rows = np.concatenate([p[0] for p in parts])
         order = np.argsort(rows, kind="stable")
-        X = np.concatenate([group.X[at], part[1]])[order]
-        y = np.concatenate([group.y[at], part[2]])[order]
+        X = np.concatenate([p[1] for p in parts])[order]
+        y = np.concatenate([p[2] for p in parts])[order]
         self.groups[g] = Group(rows[order], X, y, np.arange(rows.size), np.arange(rows.size))

@@ -84,8 +84,10 @@ def test_metrics_are_the_predictions_scored_by_hand(study):
         rmse = np.sqrt(mean_squared_error(observed, estimated))
         assert metrics.loc[name, "rmse"] == pytest.approx(rmse, rel=1e-5)
         assert metrics.loc[name, "me"] == pytest.approx(np.mean(estimated - observed), rel=1e-4, abs=1e-6)
+        # metrics.csv and predictions.csv keep 6 significant digits: dRMSE, a difference of two RMSEs in
+        # percent, is exact to ~1e-5 / |dRMSE| of itself
         assert metrics.loc[name, "delta_rmse_pct"] == pytest.approx((local_rmse - rmse) / local_rmse * 100,
-                                                                     rel=1e-4, abs=1e-4)
+                                                                     rel=1e-4, abs=1e-3)
         assert metrics.loc[name, "cv_rmse"] == pytest.approx(
             np.sqrt(mean_squared_error(cv.observed, cv[name])), rel=1e-5)
     assert metrics.loc["Local", "n_train"] == 15 and metrics.loc["DTL-R_g", "n_train"] == 15
@@ -185,11 +187,13 @@ def test_a_study_killed_mid_search_resumes_to_the_same_metrics(study, stores, tm
     trials = run / "stages" / "DTL-I_g" / "trials"
     deadline = time.time() + 240
     while time.time() < deadline and not list(trials.glob("trial_*/outcome.json")):
-        time.sleep(0.5)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Dask and Ray processes
     proc.wait(timeout=60)
     assert list(trials.glob("trial_*/outcome.json")) and not (run / "metrics.csv").exists()
-    assert not (run / "stages" / "DTL-I_g" / "stage.json").exists()
+    # killed mid-search: a search stage (DTL-I_g, or one running beside it) has trials but has not finished
+    assert any(not (stage / "stage.json").exists() for stage in (run / "stages").iterdir()
+               if list(stage.glob("trials/trial_*/outcome.json")))
     resumed = subprocess.run(_cli(stores, run, "--resume"), capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "skipped" in resumed.stderr

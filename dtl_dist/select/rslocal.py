@@ -253,8 +253,9 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
     context = SearchContext(library, local_X.astype(dtype), None if local_y is None else local_y.astype(dtype),
                             ncomp, criterion, preprocess if handle else None, dtype, b, seed)
     engine = engine or LocalShards()
-    n_shards = max(1, -(-valid.size // max(1, int(shard_rows))))
-    saved = [state or RSLocalState(0, shard_plan(valid, shard_rows))]
+    shards = shard_plan(valid, shard_rows)
+    n_shards = max(shards) + 1  # the processes hold contiguous ranges of these (:func:`owner`)
+    saved = [state or RSLocalState(0, shards)]
     lost: list[str] = []
 
     def checkpoint(s: RSLocalState) -> None:
@@ -269,8 +270,8 @@ def rslocal(library, library_y, local_X, local_y=None, *, k: int = 100, subset: 
                                    start.iteration, n_shards)
             try:
                 final, timings = _search(session, start, k=k, subset=subset, ncomp=ncomp, retain=retain,
-                                min_group=min_group_size(subset, shard_rows), on_iteration=on_iteration,
-                                checkpoint=checkpoint, every=checkpoint_every)
+                                         min_group=min_group_size(subset, shard_rows), on_iteration=on_iteration,
+                                         checkpoint=checkpoint, every=checkpoint_every)
             finally:
                 session.stop()
             break

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from dtl_dist.select.rslocal import TRACE_QUANTILES, drop_share
-from dtl_dist.select.shards import SHARD_ROWS, bracket, count_at_or_above, find_cut, sketch, tie_keys
+from dtl_dist.select.shards import SHARD_ROWS, bracket, count_at_or_above, drop_order, find_cut, sketch, tie_keys
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
         for g, rows in enumerate(np.array_split(np.arange(n), groups)):  # what each worker ranks (not timed)
             w = rng.gamma(20, 0.05, rows.size)
             keys = tie_keys(rows, 0, 0)
-            order = np.lexsort((keys, w))[::-1]
+            order = drop_order(w, keys)
             ranked[g] = (-w[order], keys[order])
         scores = rng.gamma(20, 0.05, round(n * args.b / args.m))
         d = drop_share(n, 100, args.retain)

@@ -285,9 +285,7 @@ class _ShardSession:
             if gap <= 0.1 * max(1, sum(load.values()) / len(load)) or not movable:
                 return
             g = max(movable, key=lambda g: (self.sizes[g], -g))
-            part = self.wait(high, lambda: self.actors[high].export(iteration, g))
-            self.wait(low, lambda: self.actors[low].absorb(iteration, g, part))
-            self.where[g] = low
+            self._send(iteration, g, g, low)
 
     def wait(self, address: str, ask):
         """The result of the future ``ask()`` returns, or :class:`WorkerLost` as soon as ``address`` is gone
@@ -326,11 +324,17 @@ class _ShardSession:
         return out
 
     def move(self, iteration: int, source: int, destination: int) -> None:
-        src, dst = self.where.pop(source), self.where[destination]
-        part = self.wait(src, lambda: self.actors[src].export(iteration, source))
-        self.wait(dst, lambda: self.actors[dst].absorb(iteration, destination, part))
+        self._send(iteration, source, destination, self.where[destination])
         self.sizes[destination] += self.sizes.pop(source)
         self._rebalance(iteration)
+
+    def _send(self, iteration: int, g: int, into: int, address: str) -> None:
+        """Export group ``g`` from its worker and absorb it into group ``into`` on ``address`` (``into = g``:
+        the group moves whole)."""
+        src = self.where.pop(g)
+        part = self.wait(src, lambda: self.actors[src].export(iteration, g))
+        self.wait(address, lambda: self.actors[address].absorb(iteration, into, part))
+        self.where[into] = address
 
     def stop(self) -> None:
         self.actors, self.where = {}, {}

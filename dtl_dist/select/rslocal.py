@@ -44,7 +44,6 @@ import numpy as np
 
 from dtl_dist.errors import UserInputError
 from dtl_dist.select.shards import (
-    PREPROCESS_ROWS,
     SHARD_ROWS,
     SearchContext,
     ShardSet,
@@ -52,6 +51,7 @@ from dtl_dist.select.shards import (
     find_cut,
     min_group_size,
     plan_merges,
+    preprocess_blocks,
     shard_plan,
     subset_size,
 )
@@ -78,12 +78,7 @@ class WorkerLost(RuntimeError):
 def prepare_library(library: np.ndarray, preprocess) -> np.ndarray:
     """An (N, p) library array as float32 with a row-wise ``preprocess`` (e.g. SNV) applied, in row blocks."""
     X = np.asarray(library)
-    if preprocess is None:
-        return X
-    out = np.empty(X.shape, dtype=np.float32)
-    for i in range(0, len(X), PREPROCESS_ROWS):
-        out[i:i + PREPROCESS_ROWS] = preprocess.fit_transform(X[i:i + PREPROCESS_ROWS])
-    return out
+    return X if preprocess is None else preprocess_blocks(lambda i, j: X[i:j], len(X), preprocess, np.float32)
 
 
 def owner(group: int, n_owners: int, n_shards: int) -> int:

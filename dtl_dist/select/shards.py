@@ -162,6 +162,11 @@ def plan_merges(sizes: dict[int, int], min_group: int) -> list[tuple[int, int]]:
 # --- the distributed drop ---------------------------------------------------------------------------------
 
 
+def drop_order(w: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Indices in the order samples are dropped: weakness descending, then key descending."""
+    return np.lexsort((keys, w))[::-1]
+
+
 def count_at_or_above(neg_w: np.ndarray, keys: np.ndarray, entry) -> int:
     """Entries of a ranked list (weakness descending, given as ``-w`` ascending, then key descending) that
     rank at or above ``entry = (w, key)``."""
@@ -193,7 +198,7 @@ def bracket(sketches: dict, d: int):
     # entry of another group) and below ranks[j + 1] (upper bound; its size after its last entry)
     lower = np.concatenate([np.diff(r + 1, prepend=0) for _, _, r, _ in parts])
     upper = np.concatenate([np.diff(np.append(r[1:], n), prepend=0) for _, _, r, n in parts])
-    order = np.lexsort((keys, w))[::-1]
+    order = drop_order(w, keys)
     lower, upper = np.cumsum(lower[order]), np.cumsum(upper[order])
     high = np.flatnonzero(upper <= d)
     low = int(np.flatnonzero(lower >= d)[0])
@@ -209,7 +214,7 @@ def find_cut(candidates: dict, d: int, high):
         return high
     w = np.concatenate([np.asarray(c[1], float) for c in candidates.values()])
     keys = np.concatenate([np.asarray(c[2], np.uint64) for c in candidates.values()])
-    order = np.lexsort((keys, w))[::-1]
+    order = drop_order(w, keys)
     return float(w[order[need - 1]]), int(keys[order[need - 1]])
 
 
@@ -234,6 +239,18 @@ _prepared: dict = {}
 _prepared_lock = threading.Lock()
 
 
+def preprocess_blocks(read, n: int, preprocess, dtype) -> np.ndarray:
+    """Rows ``0 .. n`` from ``read(start, stop)`` with the row-wise ``preprocess`` (None: as read) applied, in
+    blocks of :data:`PREPROCESS_ROWS` rows written into one ``(n, p)`` array of ``dtype`` (``n >= 1``)."""
+    out = None
+    for i in range(0, n, PREPROCESS_ROWS):
+        block = read(i, min(i + PREPROCESS_ROWS, n))
+        if out is None:
+            out = np.empty((n, block.shape[1]), dtype=dtype)
+        out[i:i + len(block)] = block if preprocess is None else preprocess.fit_transform(block)
+    return out
+
+
 def read_rows(library, rows: np.ndarray, preprocess, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """``(X, at)``: spectra holding library ``rows`` (ascending), row ``rows[i]`` at ``X[at[i]]``, in ``dtype``.
 
@@ -252,10 +269,7 @@ def read_rows(library, rows: np.ndarray, preprocess, dtype: str) -> tuple[np.nda
                 return held[1], pos
         while len(_prepared) >= 2:  # the libraries of two searches side by side (a study's global and country)
             _prepared.pop(next(iter(_prepared)))
-        out = np.empty((rows.size, library.spectra(rows[:1]).shape[1]), dtype=dtype)
-        for i in range(0, rows.size, PREPROCESS_ROWS):
-            block = library.spectra(rows[i:i + PREPROCESS_ROWS])
-            out[i:i + len(block)] = block if preprocess is None else preprocess.fit_transform(block)
+        out = preprocess_blocks(lambda i, j: library.spectra(rows[i:j]), rows.size, preprocess, dtype)
         _prepared[key] = (rows, out)
         _release_freed_memory()
         return out, np.arange(rows.size)
@@ -358,7 +372,7 @@ class ShardSet:
             weak = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         scored = np.flatnonzero(~np.isnan(weak))  # a sample in no subset is never dropped
         keys = tie_keys(group.rows[group.pool[scored]], self.context.seed, iteration)
-        order = np.lexsort((keys, weak[scored]))[::-1]
+        order = drop_order(weak[scored], keys)
         neg_w, keys, pos = -weak[scored][order], keys[order], scored[order]
         group.ranked = (neg_w, keys, pos)
         return scores, int(failed.sum()), sketch(neg_w, keys)

@@ -44,7 +44,18 @@ def user_errors(fn):
 @user_errors
 def ingest(
     sources: list[str] = typer.Argument(..., help="Files (.csv, .parquet, .npz, or a folder with one .npz) and/or "
-                                        "LimeSoDa site ids (e.g. UL.120: units, target and country are known)."),
+                                        "LimeSoDa site ids (e.g. UL.120: units, target and country are known); "
+                                        "with --format ossl the OSSL v1.2 tables (.csv or .csv.gz)."),
+    fmt: str = typer.Option("table", "--format", help="table: files as declared by the options below; ossl: the "
+                            "Open Soil Spectral Library v1.2 as published, ossl_all_L0_v1.2.csv.gz or "
+                            "ossl_visnir_L0_v1.2.csv.gz + ossl_soillab_L0_v1.2.csv.gz + ossl_soilsite_L0_v1.2.csv.gz "
+                            "(joined on id.layer_uuid_txt): spectra scan_visnir.<nm>_ref, SOC oc_usda.c729_w.pct, "
+                            "meta/source = dataset.code_ascii_txt, meta/country = location.country_iso.3166_txt "
+                            "kept as given: ISO 3166-1 alpha-3 (USA, DEU), while LimeSoDa sites and most user files "
+                            "use alpha-2 (US, DE); codes are not translated, so select OSSL countries with the "
+                            "three letters (dtl study --country USA). Rows without vis-NIR or SOC are skipped."),
+    where: list[str] = typer.Option([], help="--format ossl: keep rows with FIELD=VALUE[,VALUE] (repeatable, ANDed; "
+                                    "fields dataset, country or any OSSL column), e.g. --where dataset=LUCAS.SSL."),
     out: Path = typer.Option(..., "--out", "-o", help="Spectral library store (a Zarr directory) to write."),
     units: Optional[str] = typer.Option(None, help="Spectral units of the files: reflectance_fraction, "
                                         "reflectance_percent or absorbance."),
@@ -72,13 +83,23 @@ def ingest(
     --country AU --grid 420:2500:10 --out real.zarr  (the file options describe the files; LimeSoDa ids
     carry their own).
     """
-    from dtl_dist.library.ingest import ingest as ingest_sources, source_of
+    from dtl_dist.library.ingest import ingest as ingest_sources, ossl_source, source_of
 
     declared = dict(units=units, target=target, target_unit=target_unit, target_scale=target_scale, som=som,
-                    id_column=id_column, meta=meta, name=name, country=country, group=group, lat=lat, lon=lon)
-    lib = ingest_sources([source_of(s, **declared) for s in sources], out, grid=grid, append=append,
-                         overwrite=overwrite, progress=not quiet)
-    typer.echo(f"wrote {lib.path}: {lib.n_samples} samples x {lib.n_bands} bands ({lib.units})")
+                    id_column=id_column, meta=meta, name=name, country=country, lat=lat, lon=lon)
+    if fmt not in ("table", "ossl"):
+        raise UserInputError(f"--format {fmt!r}: expected table or ossl")
+    if fmt == "ossl":
+        chosen = [ossl_source(sources, where=where, group=group or "OSSL", **declared)]
+    elif where:
+        raise UserInputError("--where filters rows of --format ossl tables only")
+    else:
+        chosen = [source_of(s, group=group, **declared) for s in sources]
+    lib = ingest_sources(chosen, out, grid=grid, append=append, overwrite=overwrite, progress=not quiet)
+    skipped = [r["skipped"] for r in lib.provenance[-len(chosen):] if "skipped" in r]
+    read = "".join(f"; read {s['rows']} rows, skipped {s['no_visnir']} without vis-NIR, {s['no_oc']} without "
+                   f"SOC, {s['where']} by --where" for s in skipped)
+    typer.echo(f"wrote {lib.path}: {lib.n_samples} samples x {lib.n_bands} bands ({lib.units}){read}")
 
 
 @app.command()

@@ -73,6 +73,10 @@ class Source:
     meta : pairs (store field, column) of metadata read from columns, e.g. ``(("lat", "latitude"),)``.
     name : the source dataset recorded in ``meta/source``; default the file stem (folder name for a folder).
     country, group, lat, lon : constants for every sample of the source.
+    format : ``"table"`` (a file as declared) or ``"ossl"`` (OSSL v1.2 tables, :mod:`dtl_dist.library.ossl`:
+        ``location`` and ``tables`` are the all-table or the vis-NIR, soil-lab and site tables).
+    tables : further files of the same source (``format="ossl"``).
+    where : ``FIELD=VALUE[,VALUE]`` row filters (``format="ossl"``), e.g. ``("dataset=LUCAS.SSL",)``.
     """
 
     location: str
@@ -88,6 +92,24 @@ class Source:
     group: str | None = None
     lat: float | None = None
     lon: float | None = None
+    format: str = "table"
+    tables: tuple = ()
+    where: tuple = ()
+
+
+def ossl_source(paths, *, where=(), group: str | None = "OSSL", **declared) -> Source:
+    """The declaration of OSSL v1.2 tables (units, target, ids and metadata come from the OSSL column names)."""
+    from dtl_dist.library.ossl import ossl_units
+
+    given = sorted(k for k, v in declared.items() if v not in (None, False, (), []))
+    if given:
+        raise UserInputError(f"--format ossl reads units, SOC, ids, country and coordinates from the OSSL columns; "
+                             f"drop {', '.join('--' + g.replace('_', '-') for g in given)}")
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise UserInputError("--format ossl: give the OSSL all-table or the vis-NIR, soil-lab and site tables")
+    return Source(paths[0], units=ossl_units(paths), name="OSSL", group=group, format="ossl",
+                  tables=tuple(paths[1:]), where=tuple(where))
 
 
 def limesoda_source(site: str) -> Source:
@@ -121,6 +143,10 @@ def _meta_pair(text: str) -> tuple[str, str]:
 
 def open_reader(source: Source) -> tuple[Reader, str]:
     """The reader for ``source`` and the source's name."""
+    if source.format == "ossl":
+        from dtl_dist.library.ossl import OsslReader
+
+        return OsslReader([source.location, *source.tables], where=source.where), source.name or "OSSL"
     path = Path(source.location)
     if not path.exists():
         return limesoda_reader(source.location), source.name or source.location
@@ -176,6 +202,7 @@ class _Plan:
         """Open and check a source; ``target=False`` reads spectra alone (e.g. new spectra to predict), and
         ``grid_owner`` names whose grid the spectra must cover (default: the ``--grid`` of ingestion)."""
         reader, name = open_reader(source)
+        reader.for_grid(grid)
         label = reader.label
         if source.units not in UNITS:
             raise UserInputError(f"{label}: spectral units {source.units!r}: declare one of {', '.join(UNITS)} (--units)")
@@ -191,7 +218,8 @@ class _Plan:
         blocks = reader.blocks(block_rows)
         first = next(blocks, None)
         if first is None:
-            raise UserInputError(f"{label}: no data rows; expected at least one sample")
+            skipped = f" (read {reader.skipped})" if reader.skipped else ""
+            raise UserInputError(f"{label}: no data rows{skipped}; expected at least one sample")
         return cls(source, reader, name, source.units, scale, note, itertools.chain([first], blocks))
 
     def constants(self) -> dict:
@@ -207,7 +235,7 @@ class _Plan:
             "units": self.units, "wavelengths_nm": [float(r.wavelengths[0]), float(r.wavelengths[-1]),
                                                     int(r.wavelengths.size)],
             "target": r.target, "target_to_soc": self.scale_note, "id_column": r.id_column,
-            "meta_columns": dict(s.meta),
+            "meta_columns": dict(s.meta), **({"skipped": dict(r.skipped)} if r.skipped is not None else {}),
         }
 
 
@@ -238,13 +266,13 @@ def _target_scale(source: Source, reader: Reader) -> tuple[float, str]:
 
 def _convert(block, plan: _Plan, grid: np.ndarray):
     """Check a block and return (absorbance on ``grid`` float32, SOC %)."""
-    reader, label, first = plan.reader, plan.reader.label, block.first_row
+    reader, label = plan.reader, plan.reader.label
     X = block.spectra
     bad = ~np.isfinite(X)
     if bad.any():
         r, c = np.argwhere(bad)[0]
         raise UserInputError(
-            f"{label}: row {first + r + 1}, column {reader.columns[c]!r}: spectral value {X[r, c]} "
+            f"{label}: row {block.row(r)}, column {reader.columns[c]!r}: spectral value {X[r, c]} "
             "(missing or infinite); expected a finite number"
         )
     top = REFLECTANCE_TOP.get(plan.units)
@@ -254,7 +282,7 @@ def _convert(block, plan: _Plan, grid: np.ndarray):
             r, c = np.argwhere(bad)[0]
             hint = " (reflectance in percent? use --units reflectance_percent)" if top == 1 and X[r, c] <= 100 else ""
             raise UserInputError(
-                f"{label}: row {first + r + 1}, column {reader.columns[c]!r}: reflectance {X[r, c]:g} is outside "
+                f"{label}: row {block.row(r)}, column {reader.columns[c]!r}: reflectance {X[r, c]:g} is outside "
                 f"(0, {top:g}] for --units {plan.units}{hint}"
             )
         X = Absorbance(units=plan.units).fit_transform(X)
@@ -264,7 +292,7 @@ def _convert(block, plan: _Plan, grid: np.ndarray):
         if bad.any():
             r, c = np.argwhere(bad)[0]
             raise UserInputError(
-                f"{label}: row {first + r + 1}, column {reader.columns[c]!r}: absorbance {X[r, c]:g} is outside the "
+                f"{label}: row {block.row(r)}, column {reader.columns[c]!r}: absorbance {X[r, c]:g} is outside the "
                 f"plausible {low:g} to {high:g} for --units absorbance (reflectance in percent? use --units "
                 "reflectance_percent)"
             )
@@ -276,7 +304,7 @@ def _convert(block, plan: _Plan, grid: np.ndarray):
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
         raise UserInputError(
-            f"{label}: row {first + r + 1}, column {reader.target!r}: SOC {soc[r]:g} % "
+            f"{label}: row {block.row(r)}, column {reader.target!r}: SOC {soc[r]:g} % "
             f"({block.target[r]:g} x {plan.scale:g}) is outside 0-100 %; expected a soil carbon content"
         )
     return spectra, soc
@@ -304,12 +332,12 @@ def read_spectra(source: Source, grid, *, block_rows: int = BLOCK_ROWS, grid_own
 def _sample_ids(block, plan: _Plan, seen: dict) -> np.ndarray:
     """The block's ids (generated as ``<name>/<row>`` if the source has none), checked unique against ``seen``."""
     if block.sample_id is None:
-        ids = np.array([f"{plan.name}/{block.first_row + i + 1}" for i in range(len(block))])
+        ids = np.array([f"{plan.name}/{block.row(i)}" for i in range(len(block))])
     else:
         ids = np.asarray(block.sample_id, dtype=str)
     label = plan.reader.label
     for i, sid in enumerate(ids.tolist()):
-        where = (label, block.first_row + i + 1)
+        where = (label, block.row(i))
         if sid in seen:
             first_label, first_row = seen[sid]
             raise UserInputError(

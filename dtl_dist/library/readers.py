@@ -30,7 +30,8 @@ class Block:
     """Consecutive rows of a source, in the source's units and wavelengths.
 
     ``first_row`` is the 0-based position of the first row in the source; ``target`` is the carbon column as
-    stored in the source (NaN = not measured); ``meta`` maps store field names to per-row values.
+    stored in the source (NaN = not measured); ``meta`` maps store field names to per-row values; ``rows``, when
+    a reader skipped rows, the 0-based source position of each row (else consecutive from ``first_row``).
     """
 
     first_row: int
@@ -38,9 +39,22 @@ class Block:
     sample_id: np.ndarray | None
     target: np.ndarray | None
     meta: dict = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.spectra)
+
+    def row(self, i: int) -> int:
+        """1-based source row number of the block's row ``i`` (for messages)."""
+        return (self.first_row + i if self.rows is None else int(self.rows[i])) + 1
+
+    def take(self, keep: np.ndarray) -> "Block":
+        """The rows ``keep`` (positions in this block) as a block that remembers their source rows."""
+        def pick(values):
+            return None if values is None else values[keep]
+        source_rows = self.first_row + keep if self.rows is None else self.rows[keep]
+        return Block(int(source_rows[0]) if len(keep) else self.first_row, self.spectra[keep], pick(self.sample_id),
+                     pick(self.target), {k: v[keep] for k, v in self.meta.items()}, source_rows)
 
 
 def sha256_of(path) -> str:
@@ -69,6 +83,11 @@ class Reader:
     kind = "table"
     target_name: str | None = None
     target_unit: str | None = None
+    skipped: dict | None = None
+    """Rows a reader left out, by reason (None: it leaves none out)."""
+
+    def for_grid(self, grid: np.ndarray) -> None:
+        """Narrow the spectral columns to those resampling onto ``grid`` needs (most readers read them all)."""
 
     def blocks(self, rows: int) -> Iterator[Block]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -107,11 +107,22 @@ def ingest(
 def info(
     store: Path = typer.Argument(..., help="Spectral library or site store."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+    upgrade: bool = typer.Option(False, "--upgrade", help="Name the dimensions of a store written before they were "
+                                 "named (sample, wavelength), in place, so xarray.open_zarr reads it; metadata only."),
 ) -> None:
     """Table 1 style summary (K, SOC mean, s.d., min, Q1, median, Q3, max) per library and country."""
     import json
 
     from dtl_dist.library.summary import library_info, render_info
+
+    if upgrade:
+        from dtl_dist.library.store import SpectralLibrary
+        from dtl_dist.library.xarray_layout import name_dimensions
+
+        SpectralLibrary.open(store)  # a dtl store, checked, before anything is written
+        changed = name_dimensions(store)
+        typer.echo(f"{store}: " + (f"named dimensions of {', '.join(changed)}" if changed else "already up to date"),
+                   err=as_json)
 
     summary = library_info(store)
     if as_json:

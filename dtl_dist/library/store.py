@@ -8,6 +8,9 @@ Layout of a store (a directory)::
     sample_id                  (N,) str, unique
     targets/<property>         (N,) float64, NaN = not measured (SOC in %)
     meta/<field>               (N,) str (source, country, group, role) or float64 (lat, lon)
+    wavelength                 (B,) float64, nm: the xarray index coordinate (see library/xarray_layout.py)
+
+Arrays name their dimensions (``sample``, ``wavelength``), so ``xarray.open_zarr(store)`` reads a store.
 
 A country library is a *view* of the global one selected by metadata (``lib.by(country="SE")``), as in
 the paper; views share the store and carry a row index. Writes go to a temporary directory that is
@@ -26,6 +29,7 @@ import zarr
 
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import remove_path, replace_path, temporary_sibling
+from dtl_dist.library.xarray_layout import name_dimensions
 from dtl_dist.spectra.grid import same_grid, validate_grid
 
 SCHEMA = "dtl-dist/spectral-library"
@@ -117,6 +121,7 @@ class LibraryWriter:
         """Check ids are unique, then rename the temporary store into place and open it."""
         ids = self.group["sample_id"][:]
         _check_unique_ids(ids, where=str(self.path))
+        name_dimensions(self.tmp)
         replace_path(self.tmp, self.path)
         return SpectralLibrary.open(self.path)
 
@@ -476,6 +481,7 @@ class SpectralLibrary:
             if not (self.path / "meta" / "zarr.json").exists():
                 zarr.open_group(str(self.path), mode="r+").require_group("meta")
             replace_path(tmp, self.path / "meta" / name)
+            name_dimensions(self.path)
         finally:
             remove_path(tmp)
         self._group = _open_group(self.path)

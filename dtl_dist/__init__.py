@@ -3,4 +3,13 @@
 from dtl_dist.errors import UserInputError
 
 __version__ = "0.1.0"
-__all__ = ["UserInputError", "__version__"]
+__all__ = ["CNNRegressor", "UserInputError", "__version__"]
+
+
+def __getattr__(name):
+    """``dtl_dist.CNNRegressor`` without importing torch for every ``import dtl_dist`` (the CLI starts faster)."""
+    if name == "CNNRegressor":
+        from dtl_dist.nn.regressor import CNNRegressor
+
+        return CNNRegressor
+    raise AttributeError(f"module 'dtl_dist' has no attribute {name!r}")

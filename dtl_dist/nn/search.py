@@ -230,9 +230,11 @@ def _mean_rmse(best_mse: dict) -> float:
 
 
 def release_memory(device) -> None:
-    """Free what a finished or stopped trial held (GPU memory in particular), for the next trial."""
-    gc.collect()
+    """Free the GPU memory a finished or stopped trial held, for the next trial. On a CPU the trial's tensors go
+    with their last reference (and cycles with Python's own collector): a full ``gc.collect`` there cost 0.2-2 s
+    per trial, more than a small trial trains (CNNRegressor on 60 samples)."""
     if str(device).startswith("cuda") and torch.cuda.is_available():
+        gc.collect()
         torch.cuda.empty_cache()
 
 

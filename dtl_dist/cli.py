@@ -272,7 +272,9 @@ def study(
     library: Path = typer.Option(..., help="Global library store (absorbance, SOC)."),
     site: Path = typer.Option(..., help="Site store; split by Kennard-Stone unless it has a split (select-local)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (stages/, models/, metrics.csv, ...)."),
-    country: Optional[str] = typer.Option(None, help="Country library as a view of --library, e.g. SE."),
+    country: Optional[str] = typer.Option(None, help="Country library as a view of --library, e.g. SE: the code as "
+                                          "the store holds it; OSSL stores ISO 3166-1 alpha-3 (USA, SWE), LimeSoDa "
+                                          "and most files alpha-2 (US, SE), and codes are not translated."),
     country_library: Optional[Path] = typer.Option(None, help="Country library as a separate store."),
     n_local: int = typer.Option(30, help="Local samples to label (Kennard-Stone), when the site has no split."),
     k: int = typer.Option(100, "--k", help="Library samples RS-LOCAL transfers."),

@@ -54,7 +54,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f}")
     if not table.exists():
         start = time.perf_counter()
-        write_ossl(folder, args.n, seed=0)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        write_ossl(partial, args.n, seed=0)
+        partial.rename(folder)
         print(f"wrote {table} ({args.n:,} rows) in {time.perf_counter() - start:.0f} s")
     print(f"table: {table.stat().st_size / 1e6:,.0f} MB gzip, {args.n:,} rows\n")
     print("| run | wall s | rows read/s | rows written | peak RSS MB |")

@@ -299,7 +299,7 @@ def study(
     cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out (same options)."),
     only: Optional[str] = typer.Option(None, help="Run only these kinds of stage, comma-separated: rslocal, "
-                                       "search, transfer, baseline (e.g. one kind per cluster job)."),
+                                       "search, transfer, baseline, ensemble (e.g. one kind per cluster job)."),
     level: float = typer.Option(0.9, help="Coverage level of the prediction intervals."),
 ) -> None:
     """The paper's nine models for one site, PLS and MBL baselines, and the model to use (Fig. 2, Table 3)."""

@@ -26,7 +26,9 @@ from dtl_dist.linear.saved import load_linear
 from dtl_dist.nn.model_dir import load_model
 from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.evaluate import COLUMNS
+from dtl_dist.study.ensemble_model import ENSEMBLE_FORMAT
 from dtl_dist.study.models import MODELS
+from dtl_dist.study.predict import load_any
 from dtl_dist.study.run import run_study
 
 pytestmark = pytest.mark.slow
@@ -125,9 +127,41 @@ def test_saved_models_of_every_kind_reload_and_predict_the_same(study):
         path = out / "models" / name
         kind = model_format(path)
         kinds.add(kind)
-        model = load_model(path) if kind.endswith("cnn-fold-ensemble") else load_linear(path)
+        model = (load_model(path) if kind.endswith("cnn-fold-ensemble") else load_any(path)
+                 if kind == ENSEMBLE_FORMAT else load_linear(path))
         np.testing.assert_allclose(model.predict(test.spectra()), predictions[name], rtol=1e-4, atol=1e-5)
-    assert kinds == {"dtl-dist/cnn-fold-ensemble", "dtl-dist/pls", "dtl-dist/mbl"}
+    assert kinds == {"dtl-dist/cnn-fold-ensemble", "dtl-dist/pls", "dtl-dist/mbl", ENSEMBLE_FORMAT}
+
+
+def test_ensembles_are_chosen_without_the_fold_they_predict(study):
+    """mean-1SE by hand (numpy on cv_predictions.csv): for each outer fold, the models whose RMSE on the other
+    folds is within one standard error of the lowest; their plain mean predicts the fold. Its model is the same
+    rule on all folds; its local_test estimates are the mean of its members' columns."""
+    out, result, _ = study
+    cv = pd.read_csv(out / "cv_predictions.csv")
+    predictions = pd.read_csv(out / "predictions.csv")
+    singles = [m.name for m in MODELS if m.make != "ensemble"]
+
+    def members(rows):
+        errors = cv.loc[rows, singles].sub(cv.observed[rows], axis=0) ** 2
+        total = np.sqrt(errors.mean())
+        best = total.idxmin()
+        per_fold = np.sqrt(errors[best].groupby(cv.outer_fold[rows]).mean())
+        return sorted(total.index[total <= total[best] + per_fold.std(ddof=1) / np.sqrt(per_fold.size)])
+
+    summary = result["summaries"]["mean-1SE"]
+    for f in sorted(cv.outer_fold.unique()):
+        chosen = members(cv.outer_fold != f)
+        assert sorted(summary["per_fold"][f]) == chosen
+        scored = cv.outer_fold == f
+        np.testing.assert_allclose(cv.loc[scored, "mean-1SE"], cv.loc[scored, chosen].mean(axis=1), rtol=1e-5)
+    final = members(cv.index == cv.index)
+    assert sorted(summary["members"]) == final
+    np.testing.assert_allclose(predictions["mean-1SE"], predictions[final].mean(axis=1), rtol=1e-4)
+    stack = result["summaries"]["stack"]
+    assert sum(stack["members"].values()) == pytest.approx(1) and min(stack["members"].values()) > 0
+    np.testing.assert_allclose(predictions["stack"], sum(w * predictions[m] for m, w in stack["members"].items()),
+                               rtol=1e-4)
 
 
 def test_a_rerun_skips_every_stage(study, stores):
@@ -254,8 +288,12 @@ def test_report_is_one_self_contained_page_with_every_figure(study):
     traces = [p for p in (out / "stages").glob("rslocal_*/trace.png")]
     assert page.count("data:image/png;base64,") == len(figures) + len(traces) == len(figures) + 2
     for text in ("Table 1", "Table 3", "k selected by RS-LOCAL", "outer fold",
-                 result["recommended"], "Fig. 4c (map of the site) skipped", "Wall time per stage", "sha256"):
+                 result["recommended"], "Fig. 4c (map of the site) skipped", "Wall time per stage", "sha256",
+                 "Library coverage", "mean-1SE", "stack", "nested"):
         assert text in page, text
+    coverage = json.loads((out / "study.json").read_text())["coverage"]
+    assert coverage == result["coverage"] and coverage["verdict"] in page
+    assert coverage["n_site"] == 120 and coverage["n_library_checked"] == 98 + 93 + 125
 
 
 def _export_test_spectra(out, path, scale=None):
@@ -277,7 +315,7 @@ def _predict(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("name", ["Local", "DTL-IR_g", "local-PLS", "MBL"])
+@pytest.mark.parametrize("name", ["Local", "DTL-IR_g", "local-PLS", "MBL", "mean-1SE"])
 def test_predict_gives_the_studys_estimates_and_intervals(study, tmp_path, name):
     out, _, _ = study
     predictions = _export_test_spectra(out, tmp_path / "new.csv", scale="percent")

@@ -15,7 +15,7 @@ BUDGETS = {
 """``quick``: the known-good small 1D-CNNs only (minutes on a laptop); ``paper``: hundreds of trials per
 search and 10-fold inner cross-validation, as in the paper (section 2.3.1), for a cluster."""
 
-STAGE_KINDS = ("rslocal", "search", "transfer", "baseline")
+STAGE_KINDS = ("rslocal", "search", "transfer", "baseline", "ensemble")
 """Kinds of stage a study can be told to run alone (``--only``)."""
 
 RESULT_KEYS = ("library", "site", "country", "country_library", "n_local", "k", "budget", "trials", "cv_folds",

@@ -2,7 +2,8 @@
 
 The paper picked its best model by the test RMSE; a practitioner has only the n labelled local samples. The
 recommendation (:func:`recommend`) reads nothing but each model's ``cv_rmse``: the RMSE of its out-of-fold
-predictions of the n labelled samples on the shared outer folds. Only then are the N - n local_test samples
+predictions of the n labelled samples on the shared outer folds (for an ensemble, its nested out-of-fold
+predictions, :mod:`dtl_dist.study.ensembles`); the lowest wins, ensembles included. Only then are the N - n local_test samples
 read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against
 the local 1D-CNN.
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from dtl_dist.library.atomic import atomic_path
 from dtl_dist.metrics import evaluate
+
+
+FIGURE_LOCK = threading.Lock()
+"""Held while a figure is drawn: a study's stages run in threads and matplotlib's text layout (mathtext tick
+labels of log axes) is not thread-safe."""
 
 
 def _pyplot():

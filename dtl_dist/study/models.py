@@ -2,8 +2,8 @@
 
 Each record says what the model trains on (``data``: the local n, the library, the localised k + n, or the
 library with the local samples as reference), from which library (``library``: global or country), how it is
-made (``make``: a 1D-CNN search, a transfer from a library CNN, PLSR, spiked PLSR or MBL) and, for a
-transfer, its ``base`` model. The stages of a study are the distinct pieces of work these records need
+made (``make``: a 1D-CNN search, a transfer from a library CNN, PLSR, spiked PLSR, MBL, or an ensemble of the
+other models' out-of-fold predictions, :mod:`dtl_dist.study.ensembles`) and, for a transfer, its ``base`` model. The stages of a study are the distinct pieces of work these records need
 (:func:`dtl_dist.study.run.build_stages`); ``metrics.csv`` and ``predictions.csv`` are one loop over them.
 """
 
@@ -38,8 +38,11 @@ MODELS = (
     ModelSpec("RS-LOCAL-PLS", "localised", "global", "pls"),
     ModelSpec("spiked-PLS", "reference", "global", "spiked"),
     ModelSpec("MBL", "reference", "global", "mbl"),
+    ModelSpec("mean-1SE", "members", None, "ensemble"),
+    ModelSpec("stack", "members", None, "ensemble"),
 )
-"""The nine 1D-CNNs of the paper (section 2.3.4) and the five baselines, in the order of ``metrics.csv``."""
+"""The nine 1D-CNNs of the paper (section 2.3.4), the five baselines and the two ensembles of all of those, in the
+order of ``metrics.csv``."""
 
 REFERENCE = "Local"
 """``delta_rmse_pct`` compares every model with the local 1D-CNN (paper eq. 1)."""

@@ -21,14 +21,19 @@ from dtl_dist.library.model_files import model_format
 from dtl_dist.linear.saved import load_linear
 from dtl_dist.nn.model_dir import FORMAT as CNN_FORMAT
 from dtl_dist.nn.model_dir import load_model
+from dtl_dist.study.ensemble_model import ENSEMBLE_FORMAT, load_ensemble
 from dtl_dist.study.intervals import half_width, load_calibration
 
 CHUNK_ROWS = 5000
 
 
 def load_any(path):
-    """Load a model directory of any kind a study saves (1D-CNN fold ensemble, PLS or MBL)."""
-    return load_model(path) if model_format(path) == CNN_FORMAT else load_linear(path)
+    """Load a model directory of any kind a study saves (1D-CNN fold ensemble, PLS, MBL or an ensemble of
+    those)."""
+    kind = model_format(path)
+    if kind == ENSEMBLE_FORMAT:
+        return load_ensemble(path, load_any)
+    return load_model(path) if kind == CNN_FORMAT else load_linear(path)
 
 
 def resolve_model(path) -> Path:

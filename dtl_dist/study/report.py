@@ -4,11 +4,13 @@
 
 - Table 1: SOC of the library, the country library, the k samples RS-LOCAL selected, the n labelled local
   samples and the local_test samples;
-- Table 3: every model's test metrics and cv_rmse, the recommended model marked, and how it was chosen;
+- Table 3: every model's test metrics and cv_rmse, the recommended model marked, and how it was chosen; the
+  ensembles' members and weights;
 - Fig. 3a: SOC densities (library, k selected, n local); Fig. 3b: PCA of the global library's spectra with the
   country library, the k selected and the site projected (PC1-PC2, PC1-PC3);
 - Fig. 4a: dRMSE of every model against the local 1D-CNN; Fig. 4b: observed vs estimated for every model, the
   recommended model with its prediction intervals; Fig. 4c: a point map of the site (where it has coordinates);
+- the library's coverage of the site (:mod:`dtl_dist.study.coverage`), as ``dtl study`` printed it;
 - the RS-LOCAL traces; the provenance: command, options, package versions, data checksums, wall time per stage.
 """
 
@@ -33,7 +35,8 @@ from dtl_dist.study.data import load_study_data
 from dtl_dist.study.figures import _pyplot, observed_vs_estimated
 from dtl_dist.study.instances import selections
 from dtl_dist.study.run import STUDY_FILE
-from dtl_dist.study.stages import STAGE_FILE, stage_dir
+from dtl_dist.study.models import MODELS
+from dtl_dist.study.stages import STAGE_FILE, stage_dir, stage_summary
 
 REPORT_DIR = "report"
 PACKAGES = ("dtl-dist", "torch", "numpy", "scikit-learn", "zarr", "dask", "distributed", "ray", "limesoda")
@@ -260,21 +263,43 @@ def write_report(run, *, echo=print) -> Path:
         "fig4c_site_map.png": "Fig. 4c: the recommended model's estimates at the site's sample locations.",
     }
     row = metrics[metrics.model == recommended].iloc[0]
+    ensembles = [m.name for m in MODELS if m.make == "ensemble" and m.name in set(metrics.model)]
+    how = (f"the RMSE of its nested out-of-fold predictions of the {data.local_y.size} labelled local samples: for "
+           f"each of the {data.n_outer} outer folds its members and weights were chosen on the other folds' "
+           "out-of-fold predictions only, then combined that fold's" if recommended in ensembles else
+           f"the RMSE of its out-of-fold predictions of the {data.local_y.size} labelled local samples, each made by "
+           f"a model rebuilt without that sample's outer fold ({data.n_outer} folds; every choice inside a fold "
+           "made on its training part)")
     sentence = (f"The recommended model is <b>{html.escape(recommended)}</b>: the lowest cv_rmse "
-                f"({row.cv_rmse:.3f} % SOC), the RMSE of its out-of-fold predictions of the "
-                f"{data.local_y.size} labelled local samples, each made by a model rebuilt without that sample's "
-                f"outer fold ({data.n_outer} folds; every choice inside a fold made on its training part). The "
+                f"({row.cv_rmse:.3f} % SOC), {how}. The "
                 f"{len(predictions)} local_test samples were not read to choose it; on them it has RMSE "
                 f"{row.rmse:.3f}, ME {row.me:+.3f}, Lin's CCC {row.ccc:.2f} and its {config.level:.0%} intervals "
                 f"cover {row.coverage:.0%}.")
+    members = "".join(
+        f"<li><b>{html.escape(name)}</b>: "
+        + ", ".join(f"{html.escape(m)} {w:.2f}" for m, w in stage_summary(run, name)["members"].items())
+        + "</li>" for name in ensembles)
+    ensemble_text = ("<p>Ensembles (rows of Table 3 like any model): <b>mean-1SE</b> is the plain mean of the models "
+                     "whose cv_rmse is within one standard error (over the outer folds) of the lowest; <b>stack</b> "
+                     "the combination with non-negative weights summing to one that fits the out-of-fold "
+                     "predictions best. Their cv_rmse is nested: for each outer fold the members and weights are "
+                     "chosen again on the other folds only, so the fold they are scored on never guides the "
+                     "choice. Members and weights of the saved ensembles (chosen on all n):</p><ul>"
+                     + members + "</ul>") if ensembles else ""
     table3 = metrics.copy()
-    body = [f"<h1>Study of {html.escape(Path(config.site).stem)}</h1>", f"<p>{sentence}</p>",
+    coverage = study.get("coverage")
+    coverage_text = "" if coverage is None else (
+        "<h2>Library coverage of the site (checked before the study)</h2>"
+        f"<p>{html.escape(coverage['verdict'][0].upper() + coverage['verdict'][1:])}</p>"
+        + _table(pd.DataFrame({"figure": [k for k in coverage if k != "verdict"],
+                               "value": [str(v) for k, v in coverage.items() if k != "verdict"]})))
+    body = [f"<h1>Study of {html.escape(Path(config.site).stem)}</h1>", f"<p>{sentence}</p>", coverage_text,
             "<h2>Table 1: SOC (%) of the data</h2>", _table(table1),
             "<h2>Table 3: test statistics of the models on local_test</h2>",
             "<p>rmse, me (estimated - observed), ccc (Lin), r2, rpiq and coverage on the N - n local_test samples; "
             "delta_rmse_pct against Local (paper eq. 1); cv_rmse on the n labelled samples (the choice); "
             "interval_width: mean width of the prediction intervals.</p>",
-            _table(table3, recommended, "model"),
+            _table(table3, recommended, "model"), ensemble_text,
             "<h2>Figures</h2>"]
     body += [_image(p, captions[p.name]) for p in shown]
     body += [_image(t, f"RS-LOCAL trace ({t.parent.name.split('_')[-1]} library): subset scores and the active "

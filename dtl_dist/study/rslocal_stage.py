@@ -35,6 +35,7 @@ from dtl_dist.metrics import evaluate
 from dtl_dist.select.rslocal import LocalShards, RSLocalState, check_inputs, rslocal
 from dtl_dist.select.shards import SHARD_ROWS
 from dtl_dist.spectra.preprocess import paper_preprocessing
+from dtl_dist.study.figures import FIGURE_LOCK
 
 CHECKPOINT = "checkpoint.npz"
 SEARCH_KEYS = ("library", "site", "target", "k", "subset", "b", "retain", "ncomp", "criterion", "seed", "dtype",
@@ -198,7 +199,8 @@ def write_trace(out: Path, trace: list, criterion: str) -> None:
     rows = [",".join(keys)] + [",".join(repr(row[k]) for k in keys) for row in trace]
     write_text(out / "trace.csv", "\n".join(rows) + "\n")
     if trace:
-        write_trace_png(out / "trace.png", trace, criterion)
+        with FIGURE_LOCK:
+            write_trace_png(out / "trace.png", trace, criterion)
 
 
 def _write_outputs(out: Path, config: RSLocalConfig, inputs: Inputs, result, preprocess) -> dict:

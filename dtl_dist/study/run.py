@@ -2,14 +2,15 @@
 
 :func:`run_study` checks the inputs, splits the site (section 2.1), builds the stages the model table needs
 (:mod:`dtl_dist.study.models`): RS-LOCAL per library on Dask, a 1D-CNN search per training set and a transfer
-per base model on Ray, the PLS and MBL baselines, and runs them as a DAG (:mod:`dtl_dist.study.stages`): stages
+per base model on Ray, the PLS and MBL baselines, the ensembles of all of them, and runs them as a DAG (:mod:`dtl_dist.study.stages`): stages
 that are ready run at the same time, finished ones are skipped on a rerun. It ends with ``metrics.csv``
 (the model recommended from the n labelled samples alone, then the test metrics), ``predictions.csv``,
 ``cv_predictions.csv`` and every model under ``RUN/models/NAME``.
 
 Run directory::
 
-    study.json            options, notes and inputs (a resume must use the same result options)
+    study.json            options, notes, inputs and the library's coverage of the site (a resume must use the
+                          same result options)
     data/site.zarr        the site with its Kennard-Stone split (when the given site had none)
     stages/NAME/          each stage's outputs and stage.json (its key, summary and wall time)
     models/NAME/          every model, loadable without Ray or Dask (predicts from absorbance spectra)
@@ -31,9 +32,10 @@ from dtl_dist.library.atomic import remove_path, write_json
 from dtl_dist.library.store import now_iso
 from dtl_dist.select.rslocal import LocalShards
 from dtl_dist.mapping import serial_map
-from dtl_dist.study import baselines, cnn, designs, instances
+from dtl_dist.study import baselines, cnn, designs, ensembles, instances
 from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.context import StudyContext
+from dtl_dist.study.coverage import site_coverage
 from dtl_dist.study.data import load_study_data
 from dtl_dist.study.evaluate import write_results
 from dtl_dist.study.models import ModelSpec, models_for
@@ -89,11 +91,17 @@ def build_stages(ctx: StudyContext) -> list[Stage]:
         source = ctx.data.country if library == "country" else ctx.data.library
         stages.append(Stage(f"rslocal:{library}",
                             lambda d, source=source: instances.rslocal_stage(ctx, source, d), kind="rslocal"))
-    ordered = sorted(specs, key=lambda s: s.make == "transfer")  # a transfer after the search of its base
+    singles = [s for s in specs if s.make != "ensemble"]
+    ordered = sorted(singles, key=lambda s: s.make == "transfer")  # a transfer after the search of its base
     for spec in ordered:
         needs = ((f"rslocal:{spec.library}",) if spec.data == "localised" else ()) + ((spec.base,) if spec.base else ())
         kind = spec.make if spec.make in ("search", "transfer") else "baseline"
         stages.append(Stage(spec.name, lambda d, spec=spec: _run_model(ctx, spec, d), needs, kind))
+    candidates = [s.name for s in singles]
+    for spec in specs:
+        if spec.make == "ensemble":  # of every single model, after all of them
+            stages.append(Stage(spec.name, lambda d, spec=spec: ensembles.ensemble_stage(ctx, spec.name, candidates, d),
+                                tuple(candidates), "ensemble"))
     return stages
 
 
@@ -165,14 +173,16 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         raise
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    coverage = site_coverage(data, config.k)
     write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
-                                  "inputs": inputs, "dtl_dist_version": __version__,
+                                  "inputs": inputs, "coverage": coverage, "dtl_dist_version": __version__,
                                   "command": " ".join(sys.argv), "started": now_iso()})
     for note in data.notes:
         echo(f"note: {note}")
     echo(f"study of {config.site}: n = {data.local_y.size} local_labelled ({data.n_outer} outer folds), "
          f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
          + ("" if data.country is None else f", country library {data.country.size}"))
+    echo(f"library coverage: {coverage['verdict']}")
     with ExitStack() as stack:
         task_map, ctx.rslocal_engine = _engines(config, stack, kinds)
         ctx.task_map = task_map or serial_map
@@ -188,4 +198,5 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
     recommended = metrics.loc[metrics.model == "recommended", "recommended_model"].item()
     echo(f"study done in {time.perf_counter() - started:.0f} s; wrote {out}/metrics.csv, predictions.csv, "
          f"cv_predictions.csv and {out}/models/")
-    return {"metrics": metrics, "recommended": recommended, "summaries": summaries, "notes": data.notes}
+    return {"metrics": metrics, "recommended": recommended, "summaries": summaries, "notes": data.notes,
+            "coverage": coverage}

@@ -47,6 +47,11 @@ def stage_dir(out: Path, name: str) -> Path:
     return Path(out) / "stages" / name.replace(":", "_")
 
 
+def stage_summary(out: Path, name: str) -> dict:
+    """The summary a finished stage recorded in its ``stage.json``."""
+    return json.loads((stage_dir(out, name) / STAGE_FILE).read_text())["summary"]
+
+
 def locked(echo: Callable[[str], None]) -> Callable[[str], None]:
     """``echo`` for several threads: one whole line at a time."""
     lock = threading.Lock()

@@ -1,15 +1,19 @@
 """bench_study: the study (``dtl study``) on the four LimeSoDa vis-NIR sites, beside the paper's Table 3.
 
 For each site: the global library is the other three LimeSoDa vis-NIR sites plus the Geeves NSW library when
-DTL_DATA holds it; the country library is the site's country within it (SE for UL.120 and SL.125; CV.98 (CH)
+DTL_DATA holds it (the two synthetic cases ``SYN-with`` and ``SYN-without``: benchmarks/synthetic_cases.py, one
+site with a library that holds its soils and one that does not, no country library, CNN epochs capped at 60); the country library is the site's country within it (SE for UL.120 and SL.125; CV.98 (CH)
 and SC.93 (BR) have none in this library). n = 30 by Kennard-Stone, the rest is local_test. Prints, per site,
 the wall time, every model's test RMSE, ME, Lin's CCC, dRMSE against the local 1D-CNN and cv_rmse, the model
 recommended by cv_rmse, and the checks of the study issue: the local 1D-CNN against local PLS (test RMSE ratio)
-and the spread of every CNN's test predictions against the observed one; then the mean dRMSE of the
-recommended models.
+and the spread of every CNN's test predictions against the observed one; then the table of issue 16: test RMSE
+gain against Local of local PLS, the best single model by test RMSE (an oracle, for reference), the single model
+with the lowest cv_rmse, each ensemble and the recommended row, the recommended model's ratio to local PLS, and the
+library-coverage check beside the best transfer's gain.
 
-Usage: python benchmarks/bench_study.py [--sites UL.120 SL.125 CV.98 SC.93] [--budget quick|paper]
-       [--trials N] [--out benchmarks/out/study]
+Usage: python benchmarks/bench_study.py [--sites UL.120 SL.125 CV.98 SC.93 SYN-with SYN-without]
+       [--budget quick|paper] [--trials N] [--out benchmarks/out/study]
+(a rerun with the same --out resumes: finished stages are read back)
 """
 
 from __future__ import annotations
@@ -20,15 +24,29 @@ import platform
 import time
 from pathlib import Path
 
+import json
+import sys
+
 import numpy as np
 import pandas as pd
 
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+sys.path.insert(0, str(Path(__file__).parent))
 
+from dtl_dist.study.config import StudyConfig  # noqa: E402
+from dtl_dist.study.coverage import site_coverage  # noqa: E402
+from dtl_dist.study.data import load_study_data  # noqa: E402
 from dtl_dist.study.main_job import MainJob, run_main_job  # noqa: E402
+from dtl_dist.study.models import MODELS  # noqa: E402
+from dtl_dist.study.run import run_study  # noqa: E402
+from synthetic_cases import CASES, stores  # noqa: E402
 
 COUNTRY = {"UL.120": "SE", "SL.125": "SE", "CV.98": None, "SC.93": None}
 CNNS = ("Local", "Global", "Country", "DTL-I_g", "DTL-I_c", "DTL-R_g", "DTL-R_c", "DTL-IR_g", "DTL-IR_c")
+SINGLES = [m.name for m in MODELS if m.make != "ensemble"]
+ENSEMBLES = [m.name for m in MODELS if m.make == "ensemble"]
+LOCAL_ONLY = ("Local", "local-PLS")
+"""The models that use no library; every other single model transfers something from it."""
 
 
 def site_table(site: str, out: Path, seconds: float) -> dict:
@@ -56,9 +74,66 @@ def site_table(site: str, out: Path, seconds: float) -> dict:
             "minutes": seconds / 60}
 
 
+def run_synthetic(case: str, out: Path, budget: str, trials) -> None:
+    """The study of a synthetic case (benchmarks/synthetic_cases.py); resumes a finished or killed one."""
+    library, site = stores(case, Path(out).parent / "synthetic_data")
+    study = out / "study"
+    run_study(StudyConfig(library=str(library), site=str(site), out=str(study), budget=budget, trials=trials,
+                          max_epochs=60, workers=2, resume=study.exists()), echo=lambda line: None)
+
+
+def gain(local: float, value: float) -> float:
+    return (local - value) / local * 100
+
+
+def choice_row(site: str, out: Path) -> dict:
+    """Issue 16's figures for one finished study: gains against Local on local_test and the coverage check."""
+    metrics = pd.read_csv(out / "study" / "metrics.csv", keep_default_na=False).set_index("model")
+    singles = [m for m in SINGLES if m in metrics.index]
+    rmse = metrics.rmse
+    local = rmse["Local"]
+    oracle = rmse[singles].idxmin()
+    by_cv = metrics.cv_rmse[singles].idxmin()
+    chosen = metrics.loc["recommended", "recommended_model"]
+    transfers = [m for m in singles if m not in LOCAL_ONLY]
+    best_transfer = rmse[transfers].idxmin()
+    study = json.loads((out / "study" / "study.json").read_text())
+    config = StudyConfig(**{**study["config"], "resume": True, "only": None})
+    coverage = site_coverage(load_study_data(config, out / "study"), config.k)
+    return {"site": site, "local": local, "local-PLS": gain(local, rmse["local-PLS"]),
+            "oracle": (oracle, gain(local, rmse[oracle])), "by_cv": (by_cv, gain(local, rmse[by_cv])),
+            **{e: gain(local, rmse[e]) for e in ENSEMBLES},
+            "recommended": (chosen, gain(local, rmse[chosen])), "vs_pls": rmse[chosen] / rmse["local-PLS"],
+            "best_transfer": (best_transfer, gain(local, rmse[best_transfer])), "coverage": coverage}
+
+
+def print_choice(rows: list) -> None:
+    """The table of issue 16 (see the module docstring) and the coverage table."""
+    print("\n| site | Local RMSE | local-PLS | best single (oracle) | lowest cv_rmse single | "
+          + " | ".join(ENSEMBLES) + " | recommended | recommended / local-PLS |")
+    print("|---|---:|---:|---|---|" + "---:|" * len(ENSEMBLES) + "---|---:|")
+    for r in rows:
+        print(f"| {r['site']} | {r['local']:.3f} | {r['local-PLS']:+.1f} % | {r['oracle'][0]} {r['oracle'][1]:+.1f} % | "
+              f"{r['by_cv'][0]} {r['by_cv'][1]:+.1f} % | " + " | ".join(f"{r[e]:+.1f} %" for e in ENSEMBLES)
+              + f" | {r['recommended'][0]} {r['recommended'][1]:+.1f} % | {r['vs_pls']:.3f} |")
+    real = [r for r in rows if r["site"] in COUNTRY]
+    if real:
+        print(f"| mean of the {len(real)} LimeSoDa sites | | {np.mean([r['local-PLS'] for r in real]):+.1f} % | "
+              f"{np.mean([r['oracle'][1] for r in real]):+.1f} % | {np.mean([r['by_cv'][1] for r in real]):+.1f} % | "
+              + " | ".join(f"{np.mean([r[e] for r in real]):+.1f} %" for e in ENSEMBLES)
+              + f" | {np.mean([r['recommended'][1] for r in real]):+.1f} % | worst "
+              f"{max(r['vs_pls'] for r in real):.3f} |")
+    print("\n| site | share inside | neighbour ratio | n_like (k = 100) | SOC share | best transfer | its gain vs Local |")
+    print("|---|---:|---:|---:|---:|---|---:|")
+    for r in rows:
+        c = r["coverage"]
+        print(f"| {r['site']} | {c['share_inside']:.0%} | {c['neighbour_ratio']:.2f} | {c['n_like']} | "
+              f"{c['soc_share']:.0%} | {r['best_transfer'][0]} | {r['best_transfer'][1]:+.1f} % |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", nargs="+", default=list(COUNTRY))
+    parser.add_argument("--sites", nargs="+", default=[*COUNTRY, *CASES])
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--out", default="benchmarks/out/study")
@@ -66,13 +141,18 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
           f"{os.getloadavg()[0]:.2f}; DTL_DATA={'set' if os.environ.get('DTL_DATA') else 'unset'}; budget "
           f"{args.budget}, trials {args.trials or 'budget default'}")
-    rows = []
+    rows, choices = [], []
     for site in args.sites:
         out = Path(args.out) / f"{site}_{args.budget}{'' if args.trials is None else args.trials}"
         start = time.perf_counter()
-        run_main_job(MainJob(out=str(out), site=site, country=COUNTRY[site], budget=args.budget,
-                             trials=args.trials, data_dir=os.environ.get("DTL_DATA")), echo=lambda line: None)
+        if site in CASES:
+            run_synthetic(site, out, args.budget, args.trials)
+        else:
+            run_main_job(MainJob(out=str(out), site=site, country=COUNTRY[site], budget=args.budget,
+                                 trials=args.trials, data_dir=os.environ.get("DTL_DATA")), echo=lambda line: None)
         rows.append(site_table(site, out, time.perf_counter() - start))
+        choices.append(choice_row(site, out))
+        print(f"coverage: {choices[-1]['coverage']['verdict']}", flush=True)
     summary = pd.DataFrame(rows)
     print("\n| site | recommended | dRMSE % vs Local | recommended / local-PLS | Local / local-PLS | minutes |")
     print("|---|---|---:|---:|---:|---:|")
@@ -81,6 +161,7 @@ def main() -> None:
               f"| {r['minutes']:.1f} |")
     print(f"| mean | | {np.mean(summary.delta):+.1f} | {np.mean(summary.vs_pls):.3f} | "
           f"{np.mean(summary.local_vs_pls):.3f} | {np.sum(summary.minutes):.1f} total |")
+    print_choice(choices)
 
 
 if __name__ == "__main__":

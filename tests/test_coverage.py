@@ -28,3 +28,25 @@ def test_library_coverage_tells_a_covered_site_from_a_far_one():
     away = library_coverage(library_X, library_y, far, local_y, k=100)
     assert away["share_inside"] == 0 and away["n_like"] < 25 and away["neighbour_ratio"] > 5
     assert away["verdict"].startswith("transfer is unlikely to help")
+
+
+def test_the_check_tells_a_synthetic_library_rich_in_the_sites_soils_from_one_without():
+    """`dtl synth` data (20 nm grid): a library of 3,000 samples plus 1,000 of the site's own soils on its
+    spectrometer holds hundreds of spectra among the site's; the same library without the site's country and
+    without those holds fewer than k / 4 (bench_study's SYN-with and SYN-without, small)."""
+    from dtl_dist.library.synthetic import SiteGenerator, make_library, make_site
+    from dtl_dist.spectra.grid import make_grid
+    from dtl_dist.spectra.preprocess import SNV
+
+    grid = tuple(make_grid(400, 2500, 20))
+    library, site = make_library(3000, 0, wavelengths=grid), make_site(120, 0, wavelengths=grid)
+    survey = SiteGenerator(0, grid, 10, 0).rows(1000, 2000)
+    snv = SNV()
+    L, V, S = (snv.fit_transform(d.spectra.astype(np.float64)) for d in (library, survey, site))
+    other = library.meta["country"] != site.meta["country"][0]
+    rich = library_coverage(np.vstack([L, V]), np.r_[library.soc, survey.soc], S, site.soc[:30], k=100)
+    poor = library_coverage(L[other], library.soc[other], S, site.soc[:30], k=100)
+    assert rich["n_like"] >= 500 and rich["neighbour_ratio"] < 0.7
+    assert rich["verdict"].startswith("the library holds spectra like the site's")
+    assert poor["n_like"] < 25 and poor["neighbour_ratio"] > 0.9
+    assert poor["verdict"].startswith("transfer is unlikely to help")

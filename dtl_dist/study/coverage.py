@@ -46,6 +46,32 @@ def _scores(X, components, mean, sd) -> tuple[np.ndarray, np.ndarray]:
     return t / sd, q
 
 
+def _coordinates(library_X: np.ndarray, site_X: np.ndarray) -> tuple:
+    """Library and site in the library's PCA space: T^2 and Q of each, and the coordinates distances are measured
+    in (standardised scores plus the distance off the PCA space in units of the library's root mean Q)."""
+    components, mean, sd = _pca(library_X)
+    t_lib, q_lib = _scores(library_X, components, mean, sd)
+    t_site, q_site = _scores(site_X, components, mean, sd)
+    q_scale = np.sqrt(np.mean(q_lib)) or 1.0
+    at_lib = np.column_stack([t_lib, np.sqrt(q_lib) / q_scale])
+    at_site = np.column_stack([t_site, np.sqrt(q_site) / q_scale])
+    return (np.sum(t_lib ** 2, 1), q_lib), (np.sum(t_site ** 2, 1), q_site), at_lib, at_site, sd.size
+
+
+def _among_site(at_lib: np.ndarray, at_site: np.ndarray) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    site_index = NearestNeighbors(n_neighbors=2).fit(at_site)
+    spacing = np.percentile(site_index.kneighbors(at_site)[0][:, 1], 90)
+    return site_index.kneighbors(at_lib, n_neighbors=1)[0][:, 0] <= spacing
+
+
+def like_site(library_X: np.ndarray, site_X: np.ndarray) -> np.ndarray:
+    """Which library spectra lie among the site's (``n_like`` of the module docstring), one bool per row."""
+    *_, at_lib, at_site, _ = _coordinates(np.asarray(library_X, dtype=np.float64), np.asarray(site_X, dtype=np.float64))
+    return _among_site(at_lib, at_site)
+
+
 def library_coverage(library_X: np.ndarray, library_y: np.ndarray, site_X: np.ndarray, local_y: np.ndarray,
                      *, k: int = 100, seed: int = 0) -> dict:
     """The coverage figures of the module docstring for SNV spectra ``library_X`` (with SOC ``library_y``) and
@@ -58,25 +84,16 @@ def library_coverage(library_X: np.ndarray, library_y: np.ndarray, site_X: np.nd
         rows = np.sort(np.random.default_rng(seed).choice(library_X.shape[0], MAX_LIBRARY_ROWS, replace=False))
         library_X, library_y = library_X[rows], np.asarray(library_y)[rows]
     library_y = np.asarray(library_y)
-    components, mean, sd = _pca(library_X)
-    t_lib, q_lib = _scores(library_X, components, mean, sd)
-    t_site, q_site = _scores(site_X, components, mean, sd)
-    t2_lib, t2_site = np.sum(t_lib ** 2, 1), np.sum(t_site ** 2, 1)
+    (t2_lib, q_lib), (t2_site, q_site), at_lib, at_site, ncomp = _coordinates(library_X, site_X)
     inside = (t2_site <= np.percentile(t2_lib, 99)) & (q_site <= np.percentile(q_lib, 99))
-    # distances: standardised scores plus the distance off the PCA space in units of the library's
-    q_scale = np.sqrt(np.mean(q_lib)) or 1.0
-    at_lib = np.column_stack([t_lib, np.sqrt(q_lib) / q_scale])
-    at_site = np.column_stack([t_site, np.sqrt(q_site) / q_scale])
     neighbours = min(NEIGHBOURS, at_lib.shape[0] - 1)
     index = NearestNeighbors(n_neighbors=neighbours + 1).fit(at_lib)
     lib_dist = index.kneighbors(at_lib)[0][:, 1:].mean(1)  # without itself
     site_dist = index.kneighbors(at_site, n_neighbors=neighbours)[0].mean(1)
-    site_index = NearestNeighbors(n_neighbors=2).fit(at_site)
-    spacing = np.percentile(site_index.kneighbors(at_site)[0][:, 1], 90)
-    n_like = int(np.sum(site_index.kneighbors(at_lib, n_neighbors=1)[0][:, 0] <= spacing))
+    n_like = int(_among_site(at_lib, at_site).sum())
     lo, hi = float(np.min(local_y)), float(np.max(local_y))
     figures = {
-        "n_library_checked": int(library_X.shape[0]), "n_site": int(site_X.shape[0]), "n_components": int(sd.size),
+        "n_library_checked": int(library_X.shape[0]), "n_site": int(site_X.shape[0]), "n_components": int(ncomp),
         "share_inside": float(inside.mean()), "neighbour_ratio": float(np.median(site_dist) / np.median(lib_dist)),
         "n_like": n_like, "k": int(k),
         "soc_share": float(np.mean((library_y >= lo) & (library_y <= hi))), "local_soc_range": [lo, hi],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -23,15 +24,24 @@ app = typer.Typer(
 
 
 def user_errors(fn):
-    """Turn a UserInputError into a one-line message and exit code 2."""
+    """Turn a UserInputError into a one-line message and exit code 2; a warning about the user's files (an
+    unverified store) into a one-line note."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserInputError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
+        from dtl_dist.library.integrity import UnverifiedStore
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("once", UnverifiedStore)
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, category, *rest: (
+                typer.echo(f"note: {message}", err=True) if issubclass(category, UnverifiedStore)
+                else shown(message, category, *rest))
+            try:
+                return fn(*args, **kwargs)
+            except UserInputError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(code=2) from None
 
     return wrapper
 
@@ -109,6 +119,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
     upgrade: bool = typer.Option(False, "--upgrade", help="Name the dimensions of a store written before they were "
                                  "named (sample, wavelength), in place, so xarray.open_zarr reads it; metadata only."),
+    verify: bool = typer.Option(False, "--verify", help="Decode every chunk of every array and check its "
+                                "checksum (reads the whole store); a damaged chunk exits 2 naming it."),
 ) -> None:
     """Table 1 style summary (K, SOC mean, s.d., min, Q1, median, Q3, max) per library and country."""
     import json
@@ -124,7 +136,7 @@ def info(
         typer.echo(f"{store}: " + (f"named dimensions of {', '.join(changed)}" if changed else "already up to date"),
                    err=as_json)
 
-    summary = library_info(store)
+    summary = library_info(store, verify=verify)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:

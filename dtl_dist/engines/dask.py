@@ -353,9 +353,10 @@ class _Ready:
 def library_array(library):
     """A library's spectra as a dask array, chunked by rows as stored (read lazily from Zarr by the workers)."""
     import dask.array as da
-    import zarr
 
-    array = da.from_zarr(zarr.open_array(str(library.path / "spectra"), mode="r"))
+    from dtl_dist.library.integrity import open_group
+
+    array = da.from_zarr(open_group(library.path)[0]["spectra"])  # a missing chunk is an error, not NaN
     return array if library.index is None else array[library.index]
 
 

@@ -405,6 +405,7 @@ def ingest(sources, out, *, grid: str | None = None, append: bool = False, overw
         raise UserInputError(f"{out}: give either --append or --overwrite, not both")
     existing = SpectralLibrary.open(out) if append else None
     if existing is not None:
+        existing.check_chunks(decode_from=existing.n_samples)  # the tail chunk the append rewrites, before staging
         if existing.units != "absorbance":
             raise UserInputError(f"{out}: store units are {existing.units!r}; ingestion appends absorbance only")
         target_grid = existing.wavelengths

@@ -2,7 +2,8 @@
 
 Layout of a store (a directory)::
 
-    zarr.json                  attrs: schema, schema_version, units, preprocessing, target_units, provenance
+    zarr.json                  attrs: schema, schema_version, units, preprocessing, target_units, provenance,
+                               integrity (every chunk written and checksummed, see library/integrity.py)
     spectra                    (N, B) float32, chunked by rows
     wavelengths                (B,) float64, nm, strictly increasing
     sample_id                  (N,) str, unique
@@ -28,6 +29,7 @@ import numpy as np
 import zarr
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.library import integrity
 from dtl_dist.library.atomic import remove_path, replace_path, temporary_sibling
 from dtl_dist.library.xarray_layout import name_dimensions
 from dtl_dist.spectra.grid import same_grid, validate_grid
@@ -81,21 +83,23 @@ class LibraryWriter:
         self.group.attrs.update({
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "units": units,
             "preprocessing": list(preprocessing), "target_units": dict(target_units or {}),
-            "provenance": list(provenance), "created": now_iso(),
+            "provenance": list(provenance), "created": now_iso(), integrity.ATTRIBUTE: integrity.RECORD,
         })
         b = self.wavelengths.size
         chunk_rows = max(1, int(chunk_rows))
-        self.group.create_array("wavelengths", data=self.wavelengths)
-        self.group.create_array("spectra", shape=(self.n_rows, b), dtype="float32", chunks=(chunk_rows, b))
-        self.group.create_array("sample_id", shape=(self.n_rows,), dtype=str, chunks=(chunk_rows,))
+        new = integrity.array_options
+        self.group.create_array("wavelengths", **new(data=self.wavelengths))
+        self.group.create_array("spectra", **new(shape=(self.n_rows, b), dtype="float32", chunks=(chunk_rows, b),
+                                                 fill_value=np.nan))
+        self.group.create_array("sample_id", **new(shape=(self.n_rows,), dtype=str, chunks=(chunk_rows,)))
         for name in targets:
-            self.group.create_array(f"targets/{name}", shape=(self.n_rows,), dtype="float64",
-                                    chunks=(chunk_rows,), fill_value=np.nan)
+            self.group.create_array(f"targets/{name}", **new(shape=(self.n_rows,), dtype="float64",
+                                                             chunks=(chunk_rows,), fill_value=np.nan))
         for name in meta_numeric:
-            self.group.create_array(f"meta/{name}", shape=(self.n_rows,), dtype="float64",
-                                    chunks=(chunk_rows,), fill_value=np.nan)
+            self.group.create_array(f"meta/{name}", **new(shape=(self.n_rows,), dtype="float64",
+                                                          chunks=(chunk_rows,), fill_value=np.nan))
         for name in meta_text:
-            self.group.create_array(f"meta/{name}", shape=(self.n_rows,), dtype=str, chunks=(chunk_rows,))
+            self.group.create_array(f"meta/{name}", **new(shape=(self.n_rows,), dtype=str, chunks=(chunk_rows,)))
         self.columns = [f"targets/{t}" for t in targets] + [f"meta/{m}" for m in (*meta_numeric, *meta_text)]
 
     def __enter__(self):
@@ -156,8 +160,8 @@ def _write_rows(group, start, spectra, sample_id, columns, expected) -> None:
     spectra = np.asarray(spectra, dtype=np.float32)
     n = spectra.shape[0]
     stop = start + n
-    group["spectra"][start:stop] = spectra
-    group["sample_id"][start:stop] = _text(sample_id)
+    group["spectra"].with_config(integrity.WRITE_ALL)[start:stop] = spectra
+    group["sample_id"].with_config(integrity.WRITE_ALL)[start:stop] = _text(sample_id)
     for name in expected:
         if name in columns:
             values = _column(columns[name], n, name)
@@ -165,7 +169,7 @@ def _write_rows(group, start, spectra, sample_id, columns, expected) -> None:
             values = np.full(n, np.nan)
         else:
             values = np.full(n, "", dtype=str)
-        group[name][start:stop] = values
+        group[name].with_config(integrity.WRITE_ALL)[start:stop] = values
 
 
 def _check_unique_ids(ids: np.ndarray, *, where: str) -> None:
@@ -189,12 +193,12 @@ class LibraryRef:
     index: tuple | None = None
 
     def open(self) -> "SpectralLibrary":
-        lib = SpectralLibrary.open(self.path)
+        lib = SpectralLibrary(self.path)  # a worker's read: chunks are checked as they are read
         return lib if self.index is None else lib.subset(index=np.asarray(self.index, dtype=np.int64))
 
     @property
     def n_samples(self) -> int:
-        return len(self.index) if self.index is not None else SpectralLibrary.open(self.path).n_samples
+        return len(self.index) if self.index is not None else SpectralLibrary(self.path).n_samples
 
     def spectra(self, rows=None) -> np.ndarray:
         """Spectra as float32; ``rows`` (int index or slice) relative to this view, None = all."""
@@ -217,14 +221,17 @@ class SpectralLibrary:
 
     def __init__(self, path, index=None, _group=None):
         self.path = Path(path)
-        self._group = _group if _group is not None else _open_group(self.path)
+        self._group, self.verified = (_group, None) if _group is not None else _open_group(self.path)
         self.index = None if index is None else np.asarray(index, dtype=np.int64)
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
     def open(cls, path) -> "SpectralLibrary":
-        """Open an existing store; a missing, foreign or truncated store is a clear UserInputError."""
-        return cls(path)
+        """Open an existing store; a missing, foreign or truncated store, or a missing chunk of any array, is
+        a clear UserInputError (a chunk that fails to decode is one when it is read)."""
+        lib = cls(path)
+        lib.check_chunks()
+        return lib
 
     @classmethod
     def create(cls, path, spectra, wavelengths, sample_id, *, targets=None, meta=None, units="absorbance",
@@ -268,7 +275,7 @@ class SpectralLibrary:
 
     @property
     def wavelengths(self) -> np.ndarray:
-        return self._group["wavelengths"][:]
+        return integrity.read(self._group["wavelengths"], self.path, slice(None))
 
     @property
     def n_bands(self) -> int:
@@ -293,6 +300,16 @@ class SpectralLibrary:
     def sample_id(self) -> np.ndarray:
         return self._read("sample_id")
 
+    def check_chunks(self, *, decode_from: int | None = None) -> int:
+        """Check that every chunk of every array is on disk (a verified store) and, with ``decode_from``, that
+        the chunks holding rows ``decode_from:`` decode with their checksums (0: every chunk, ``dtl info
+        --verify``). A damaged chunk is a :class:`~dtl_dist.library.integrity.StoreDamaged`. Returns the number
+        of chunks decoded."""
+        integrity.check_present(self._group, self.path, self.verified)
+        if decode_from is None:
+            return 0
+        return integrity.verify(self._group, self.path, self.verified, first_row=decode_from)
+
     def __repr__(self) -> str:
         view = "" if self.index is None else f", view of {self.index.size} rows"
         return f"SpectralLibrary({str(self.path)!r}, N={self.n_samples}, B={self.n_bands}, units={self.units}{view})"
@@ -308,10 +325,10 @@ class SpectralLibrary:
         array = self._group[name]
         sel = self._rows(rows)
         if isinstance(sel, slice):
-            values = array[sel]
+            values = integrity.read(array, self.path, sel)
         else:
             sel = np.asarray(sel, dtype=np.int64)
-            values = array[0:0] if sel.size == 0 else array.oindex[sel]
+            values = array[0:0] if sel.size == 0 else integrity.read(array, self.path, sel, orthogonal=True)
         return values if values.dtype.kind in "biuf" else _text(values)
 
     def spectra(self, rows=None) -> np.ndarray:
@@ -353,7 +370,9 @@ class SpectralLibrary:
             index = np.flatnonzero(mask)
         index = np.asarray(index, dtype=np.int64)
         absolute = index if self.index is None else self.index[index]
-        return SpectralLibrary(self.path, absolute, _group=self._group)
+        view = SpectralLibrary(self.path, absolute, _group=self._group)
+        view.verified = self.verified
+        return view
 
     def by(self, **fields) -> "SpectralLibrary":
         """A view of the samples whose metadata match, e.g. ``lib.by(country="SE")`` (a country library)."""
@@ -424,6 +443,7 @@ class SpectralLibrary:
         if unknown:
             raise UserInputError(f"{self.path}: append brings columns the store lacks: {unknown}")
         old = self.n_samples
+        self.check_chunks(decode_from=old)  # the tail chunk an append rewrites
         group = zarr.open_group(str(self.path), mode="r+")
         try:
             _resize(group, old + len(spectra))
@@ -433,7 +453,7 @@ class SpectralLibrary:
         except BaseException:
             _resize(group, old)
             raise
-        self._group = _open_group(self.path)
+        self._group, self.verified = _open_group(self.path)
 
     def append_library(self, other: "SpectralLibrary", *, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         """Append every row of ``other`` (same grid, units and preprocessing; no columns the store lacks) in
@@ -449,6 +469,7 @@ class SpectralLibrary:
             raise UserInputError(f"{self.path}: append brings columns the store lacks: {unknown}")
         _check_unique_ids(np.concatenate([self.sample_id, other.sample_id]), where=f"{self.path} after append")
         old, n = self.n_samples, other.n_samples
+        self.check_chunks(decode_from=old)  # the tail chunk an append rewrites
         group = zarr.open_group(str(self.path), mode="r+")
         numeric = {name for name in expected if group[name].dtype.kind == "f"}
         try:
@@ -465,7 +486,7 @@ class SpectralLibrary:
         except BaseException:
             _resize(group, old)
             raise
-        self._group = _open_group(self.path)
+        self._group, self.verified = _open_group(self.path)
 
     def set_meta(self, name: str, values) -> None:
         """Write (or replace) one metadata column of the whole store atomically."""
@@ -474,8 +495,9 @@ class SpectralLibrary:
         values = _column(values, self.n_samples, f"meta/{name}")
         tmp = temporary_sibling(self.path)
         try:
-            array = zarr.create_array(str(tmp), shape=values.shape, dtype=values.dtype if _is_numeric(values) else str,
-                                      chunks=self._group["sample_id"].chunks, zarr_format=3)
+            array = zarr.create_array(str(tmp), zarr_format=3, **integrity.array_options(
+                shape=values.shape, dtype=values.dtype if _is_numeric(values) else str,
+                chunks=self._group["sample_id"].chunks))
             array[:] = values
             (self.path / "meta").mkdir(exist_ok=True)
             if not (self.path / "meta" / "zarr.json").exists():
@@ -484,7 +506,7 @@ class SpectralLibrary:
             name_dimensions(self.path)
         finally:
             remove_path(tmp)
-        self._group = _open_group(self.path)
+        self._group, self.verified = _open_group(self.path)
 
 
 def check_compatible(a: SpectralLibrary, b: SpectralLibrary, *, what: str = "site") -> None:
@@ -502,18 +524,19 @@ def check_compatible(a: SpectralLibrary, b: SpectralLibrary, *, what: str = "sit
 
 
 def _open_group(path: Path):
+    """(root group, verified) of the store at ``path``, its schema and array shapes checked."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path}: no such spectral library store")
     try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs)
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
     except Exception as exc:  # zarr raises several types for unreadable metadata
         raise UserInputError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {exc})") from None
     if attrs.get("schema") != SCHEMA:
         raise UserInputError(f"{path}: not a dtl-dist spectral library (attribute schema={attrs.get('schema')!r})")
     if attrs.get("schema_version", 0) > SCHEMA_VERSION:
         raise UserInputError(f"{path}: schema version {attrs['schema_version']} is newer than this dtl-dist")
+    group, verified = integrity.open_group(path)
     try:
         n = group["spectra"].shape[0]
         bands = group["wavelengths"].shape[0]
@@ -524,7 +547,7 @@ def _open_group(path: Path):
             raise UserInputError(f"{path}: spectra has {group['spectra'].shape[1]} bands, wavelengths {bands}")
     except KeyError as exc:
         raise UserInputError(f"{path}: truncated store, missing array {exc}") from None
-    return group
+    return group, verified
 
 
 def describe(lib: SpectralLibrary) -> dict:
@@ -534,4 +557,5 @@ def describe(lib: SpectralLibrary) -> dict:
         "wavelengths_nm": [float(lib.wavelengths[0]), float(lib.wavelengths[-1])],
         "units": lib.units, "preprocessing": lib.preprocessing, "targets": lib.targets,
         "meta": lib.meta_fields, "provenance": json.loads(json.dumps(lib.provenance)),
+        "integrity": "every chunk present, zstd checksums" if lib.verified else f"not verified ({integrity.UNVERIFIED})",
     }

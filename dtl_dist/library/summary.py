@@ -45,10 +45,12 @@ def summarise(lib: SpectralLibrary, *, target: str = "soc") -> list[dict]:
     return rows
 
 
-def library_info(path) -> dict:
-    """:func:`~dtl_dist.library.store.describe` of the store at ``path`` plus its Table 1 ``summary``."""
+def library_info(path, *, verify: bool = False) -> dict:
+    """:func:`~dtl_dist.library.store.describe` of the store at ``path`` plus its Table 1 ``summary``; with
+    ``verify``, every chunk of every array is decoded first and ``chunks_verified`` counts them."""
     lib = SpectralLibrary.open(path)
-    return describe(lib) | {"summary": summarise(lib)}
+    checked = {"chunks_verified": lib.check_chunks(decode_from=0)} if verify else {}
+    return describe(lib) | checked | {"summary": summarise(lib)}
 
 
 def render_info(info: dict, console=None) -> None:
@@ -71,6 +73,8 @@ def render_info(info: dict, console=None) -> None:
                   + f" | bands {info['n_bands']} ({wl[0]:g}-{wl[1]:g} nm) | units {info['units']}"
                   + f" | preprocessing {', '.join(info['preprocessing']) or 'none'}")
     console.print(f"targets {', '.join(info['targets']) or 'none'} | meta {', '.join(info['meta']) or 'none'}")
+    checked = f"; {info['chunks_verified']:,} chunks decoded, checksums match" if "chunks_verified" in info else ""
+    console.print(f"integrity: {info['integrity']}{checked}")
     for record in info["provenance"]:
         shown = {k: record[k] for k in ("source", "rows", "units", "target_to_soc", "time") if k in record}
         if "sha256" in record:

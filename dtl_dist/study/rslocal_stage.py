@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.library.atomic import atomic_path, write_json, write_text
+from dtl_dist.library.atomic import atomic_path, remove_path, write_json, write_text
 from dtl_dist.library.store import SpectralLibrary, check_compatible
 from dtl_dist.linear.pls_kernel import pls1_cv_ncomp, pls1_fit_predict
 from dtl_dist.metrics import evaluate
@@ -248,9 +248,10 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
                  retain=config.retain, ncomp=config.ncomp, criterion=config.criterion,
                  n_valid=int(np.isfinite(inputs.library_y).sum()), dtype=config.dtype, shard_rows=config.shard_rows)
     state = _open_out(config)
+    out = Path(config.out)
+    fresh = not out.exists()
     engine, client = _engine(config)
     try:
-        out = Path(config.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", asdict(config))
         if inputs.n_skipped:
@@ -282,6 +283,10 @@ def run_rslocal(config: RSLocalConfig, *, echo: Callable[[str], None] = print, p
             if bar is not None:
                 bar.close()
         return _write_outputs(out, config, inputs, result, preprocess)
+    except UserInputError:  # e.g. a damaged library chunk met by a shard reader: a fresh run leaves nothing
+        if fresh:
+            remove_path(out)
+        raise
     finally:
         if client is not None:
             client.close()

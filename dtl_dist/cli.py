@@ -363,9 +363,8 @@ def predict(
 
     done = predict_file(model, Source(str(spectra), units=units, id_column=id_column), out,
                         level=check_level(level), progress=not quiet)
-    note = "" if done["calibrated"] else " (the model has no calibration residuals: intervals are NaN)"
     typer.echo(f"wrote {out}: {done['rows']} estimates from {done['model']}, {level:.0%} intervals +/- "
-               f"{done['half_width']:.3g} % SOC{note}")
+               f"{done['half_width']:.3g} % SOC")
 
 
 @app.command()

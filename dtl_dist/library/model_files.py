@@ -16,6 +16,7 @@ for 1D-CNN fold ensembles, :mod:`dtl_dist.linear.saved` for PLS and MBL) build o
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,13 +93,31 @@ class ModelFiles:
     provenance: dict = field(default_factory=dict)
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, kind=dict):
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserInputError(f"{path.parent}: not a model directory (missing {path.name})") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserInputError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise UserInputError(f"{path}: holds a JSON {type(value).__name__}; expected an object")
+    return value
+
+
+@contextlib.contextmanager
+def files_agree(path):
+    """Turn an error raised while a model is built from its files (a missing key, a shape, a type) into a
+    UserInputError: the files of the directory at ``path`` disagree, e.g. after a hand edit."""
+    try:
+        yield
+    except UserInputError:
+        raise
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
+        said = " ".join(str(exc).split())[:200]
+        raise UserInputError(f"{path}: the model directory's files disagree ({type(exc).__name__}: {said}); "
+                             "expected model.safetensors, model.json, wavelengths.json and preprocessing.json "
+                             "as dtl-dist wrote them") from None
 
 
 def model_format(path) -> str:
@@ -128,10 +147,17 @@ def read_model_files(path, formats) -> ModelFiles:
     provenance = _read_json(path / "provenance.json")
     try:
         arrays = load_file(str(path / "model.safetensors"))
-    except (FileNotFoundError, OSError) as exc:
-        raise UserInputError(f"{path}: cannot read model.safetensors ({exc})") from None
-    return ModelFiles(path, info, arrays, np.asarray(grid["wavelengths"], dtype=np.float64), prep["input_units"],
-                      list(prep["steps"]), provenance)
+    except Exception as exc:  # safetensors raises its own SafetensorError, OSError or FileNotFoundError
+        raise UserInputError(f"{path}: cannot read model.safetensors ({type(exc).__name__}: {exc})") from None
+    with files_agree(path):
+        wavelengths = validate_grid(np.asarray(grid["wavelengths"], dtype=np.float64),
+                                    where=f"{path / 'wavelengths.json'}")
+        steps, units = prep["steps"], prep["input_units"]
+        if not isinstance(steps, list) or any(step not in PREPROCESSING_STEPS for step in steps) \
+                or not isinstance(units, str):
+            raise UserInputError(f"{path / 'preprocessing.json'}: input_units {units!r}, steps {steps!r}; expected "
+                                 f"a unit name and steps among {sorted(PREPROCESSING_STEPS)}")
+    return ModelFiles(path, info, arrays, wavelengths, units, list(steps), provenance)
 
 
 class SpectraInput:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -184,11 +185,26 @@ def _numbers(series: pd.Series, label: str, column: str, first: int) -> np.ndarr
     return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _not_utf8(path, exc: UnicodeDecodeError) -> UserInputError:
+    return UserInputError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at {exc.start} of a "
+                          "block); expected a CSV file saved as UTF-8")
+
+
 def _csv_header(path: Path) -> list[str]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), None)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), None)
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except csv.Error as exc:
+        raise UserInputError(f"{path}: unreadable header row ({exc}); expected a CSV file") from None
     if not header or all(not h.strip() for h in header):
         raise UserInputError(f"{path}: empty file; expected a header row of column names and data rows")
+    if len(header) == 1 and "," in header[0]:
+        raise UserInputError(f"{path}: the header row is one quoted field ({header[0][:40]!r}...); expected the "
+                             "column names separated by commas, each quoted or not")
+    if any("\x00" in h for h in header):
+        raise UserInputError(f"{path}: the header holds NUL bytes; expected a text CSV file, not binary data")
     return [h.strip() for h in header]
 
 
@@ -198,9 +214,16 @@ def csv_reader(path, *, target=None, id_column=None, meta=None) -> TableReader:
     header = _csv_header(path)
 
     def frames(rows, columns):
+        # every column is parsed (not usecols), so a row with more fields than the header is an error
         dtype = {id_column: str} if id_column else None
-        yield from pd.read_csv(path, usecols=columns, dtype=dtype, chunksize=rows, skipinitialspace=True,
-                               encoding="utf-8-sig")
+        try:
+            for frame in pd.read_csv(path, dtype=dtype, chunksize=rows, skipinitialspace=True, encoding="utf-8-sig"):
+                yield frame[columns]
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(path, exc) from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise UserInputError(f"{path}: {' '.join(str(exc).split())}; expected as many fields in every row "
+                                 "as in the header") from None
 
     return TableReader(str(path), header, frames, target=target, id_column=id_column, meta=meta,
                        sha256=sha256_of(path))
@@ -208,22 +231,27 @@ def csv_reader(path, *, target=None, id_column=None, meta=None) -> TableReader:
 
 def parquet_reader(path, *, target=None, id_column=None, meta=None) -> TableReader:
     """Stream a Parquet file with pyarrow ``iter_batches``."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        names = pf.schema_arrow.names
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for damaged files
-        raise UserInputError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise UserInputError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())})") from None
 
     def frames(rows, columns):
-        for batch in pf.iter_batches(batch_size=rows, columns=columns):
-            frame = batch.to_pandas()
-            if id_column:
-                frame[id_column] = frame[id_column].astype(str).where(frame[id_column].notna())
-            yield frame
+        try:
+            for batch in pf.iter_batches(batch_size=rows, columns=columns):
+                frame = batch.to_pandas()
+                if id_column:
+                    frame[id_column] = frame[id_column].astype(str).where(frame[id_column].notna())
+                yield frame
+        except (OSError, pa.ArrowException) as exc:  # a damaged page or column chunk
+            raise UserInputError(f"{path}: damaged Parquet data ({' '.join(str(exc).split())})") from None
 
-    return TableReader(str(path), pf.schema_arrow.names, frames, target=target, id_column=id_column, meta=meta,
+    return TableReader(str(path), names, frames, target=target, id_column=id_column, meta=meta,
                        n_rows=pf.metadata.num_rows, sha256=sha256_of(path))
 
 
@@ -244,9 +272,11 @@ class NpzReader(Reader):
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except ValueError as exc:
-            raise UserInputError(f"{path}: cannot read without pickle ({exc}); store plain numeric/text arrays") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            if "pickle" in str(exc):
+                raise UserInputError(f"{path}: cannot read without pickle ({exc}); store plain numeric/text arrays") from None
             raise UserInputError(f"{path}: not a readable .npz archive ({exc})") from None
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError, NotImplementedError) as exc:
+            raise UserInputError(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
         for key in ("X", "wavelengths"):
             if key not in arrays:
                 raise UserInputError(f"{path}: missing array {key!r}; the archive has {sorted(arrays)}")

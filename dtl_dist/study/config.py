@@ -112,3 +112,23 @@ class StudyConfig:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_saved(cls, record, *, where: str) -> "StudyConfig":
+        """The config a study saved (``study.json``), each value checked against its field's type, so a
+        hand-edited file is a UserInputError naming the key."""
+        if not isinstance(record, dict):
+            raise UserInputError(f"{where}: config is a JSON {type(record).__name__}; expected an object")
+        types = {f.name: f.type for f in fields(cls)}
+        for key, value in record.items():
+            if key not in types:
+                raise UserInputError(f"{where}: config has an unknown key {key!r}")
+            allowed = [SAVED_TYPES[name.strip()] for name in types[key].split("|")]
+            if not any(isinstance(value, kind) and not (kind is int and isinstance(value, bool)) for kind in allowed):
+                raise UserInputError(f"{where}: config {key} is {value!r}; expected {types[key]}")
+        return cls(**record)
+
+
+SAVED_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "tuple": (list, tuple),
+               "None": type(None)}
+"""JSON types a saved :class:`StudyConfig` field may hold, by the name of its annotated type."""

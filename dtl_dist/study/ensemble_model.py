@@ -28,6 +28,8 @@ class SavedEnsemble:
         self.provenance, self.info = files.provenance, files.info
         self.weights = files.arrays["weights"].double().numpy()
         self.members = members
+        if self.weights.shape != (len(members),):
+            raise ValueError(f"{self.weights.size} weights for {len(members)} members")
 
     def predict(self, X) -> np.ndarray:
         return sum(w * member.predict(X) for w, member in zip(self.weights, self.members))

@@ -59,6 +59,15 @@ def save_calibration(model_dir: Path, residuals, *, how: str) -> None:
 
 
 def load_calibration(model_dir: Path) -> np.ndarray | None:
-    """A model's calibration residuals, or None when it has none."""
+    """A model's calibration residuals, or None when it has none; an unreadable file is a UserInputError."""
     path = Path(model_dir) / CALIBRATION
-    return np.asarray(json.loads(path.read_text())["abs_residuals"]) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        residuals = np.asarray(json.loads(path.read_text())["abs_residuals"], dtype=np.float64)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise UserInputError(f"{path}: unreadable ({type(exc).__name__}: {exc}); expected "
+                             '{"abs_residuals": [numbers], ...} as dtl study writes it') from None
+    if residuals.ndim != 1 or not np.all(np.isfinite(residuals) & (residuals >= 0)):
+        raise UserInputError(f"{path}: abs_residuals must be a list of finite numbers >= 0")
+    return residuals

@@ -17,7 +17,7 @@ import pandas as pd
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import atomic_path
 from dtl_dist.library.ingest import Source, read_spectra
-from dtl_dist.library.model_files import model_format
+from dtl_dist.library.model_files import files_agree, model_format
 from dtl_dist.linear.saved import load_linear
 from dtl_dist.nn.model_dir import FORMAT as CNN_FORMAT
 from dtl_dist.nn.model_dir import load_model
@@ -29,11 +29,16 @@ CHUNK_ROWS = 5000
 
 def load_any(path):
     """Load a model directory of any kind a study saves (1D-CNN fold ensemble, PLS, MBL or an ensemble of
-    those)."""
-    kind = model_format(path)
-    if kind == ENSEMBLE_FORMAT:
-        return load_ensemble(path, load_any)
-    return load_model(path) if kind == CNN_FORMAT else load_linear(path)
+    those) and predict one made-up spectrum on its grid, so that files which disagree (weights,
+    wavelengths.json, model.json) are a UserInputError here rather than a failure halfway through a prediction."""
+    with files_agree(path):
+        kind = model_format(path)
+        if kind == ENSEMBLE_FORMAT:
+            model = load_ensemble(path, load_any)
+        else:
+            model = load_model(path) if kind == CNN_FORMAT else load_linear(path)
+        model.predict(np.linspace(0.2, 1.0, model.wavelengths.size)[None])
+    return model
 
 
 def resolve_model(path) -> Path:
@@ -62,7 +67,10 @@ def predict_file(model_path, source: Source, out, *, level: float = 0.9, progres
     if model.input_units != "absorbance":
         raise UserInputError(f"{path}: the model expects {model.input_units} input; dtl predict feeds absorbance")
     residuals = load_calibration(path)
-    width = half_width(residuals, level) if residuals is not None else np.nan
+    if residuals is None:
+        raise UserInputError(f"{path}: no calibration.json, so no prediction interval; expected the model directory "
+                             "a study saved (dtl study writes each model's calibration residuals beside it)")
+    width = half_width(residuals, level)
     total, blocks = read_spectra(source, model.wavelengths, block_rows=chunk_rows,
                                  grid_owner=f"the model's grid ({path.name})")
     rows = 0
@@ -77,5 +85,4 @@ def predict_file(model_path, source: Source, out, *, level: float = 0.9, progres
                 frame.to_csv(fh, header=False, index=False, float_format="%.6g")
                 rows += len(ids)
                 bar.update(len(ids))
-    return {"model": str(path), "rows": rows, "level": level, "half_width": width,
-            "calibrated": residuals is not None}
+    return {"model": str(path), "rows": rows, "level": level, "half_width": width}

@@ -20,6 +20,7 @@ import base64
 import html
 import json
 import math
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -30,12 +31,11 @@ from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import atomic_path, write_text
 from dtl_dist.library.summary import STATISTICS, soc_statistics
 from dtl_dist.spectra.preprocess import SNV
-from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.data import load_study_data
 from dtl_dist.study.figures import _pyplot, observed_vs_estimated
 from dtl_dist.study.instances import selections
-from dtl_dist.study.run import STUDY_FILE
 from dtl_dist.study.models import MODELS
+from dtl_dist.study.run import STUDY_FILE, read_study_file
 from dtl_dist.study.stages import STAGE_FILE, stage_dir, stage_summary
 
 REPORT_DIR = "report"
@@ -185,8 +185,8 @@ def write_report(run, *, echo=print) -> Path:
     if not (run / STUDY_FILE).is_file() or not (run / "metrics.csv").is_file():
         raise UserInputError(f"{run}: not a finished study run (expected {STUDY_FILE} and metrics.csv; run "
                              "`dtl study` to the end first)")
-    study = json.loads((run / STUDY_FILE).read_text())
-    config = StudyConfig(**{**study["config"], "resume": True, "only": None})
+    study = read_study_file(run)
+    config = replace(study["config"], resume=True, only=None)
     data = load_study_data(config, run)
     metrics = pd.read_csv(run / "metrics.csv")
     metrics["recommended_model"] = metrics.recommended_model.fillna("")

@@ -44,6 +44,19 @@ from dtl_dist.study.stages import Stage, locked, plan_stages, run_stages, stage_
 STUDY_FILE = "study.json"
 
 
+def read_study_file(out: Path) -> dict:
+    """``out/study.json``, checked: its ``options`` and ``config`` objects (a hand edit is a UserInputError)."""
+    path = Path(out) / STUDY_FILE
+    try:
+        study = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise UserInputError(f"{path}: unreadable JSON ({exc})") from None
+    if not isinstance(study, dict) or not isinstance(study.get("options"), dict):
+        raise UserInputError(f"{path}: expected a JSON object with an 'options' object, as dtl study writes it")
+    study["config"] = StudyConfig.from_saved(study.get("config"), where=str(path))
+    return study
+
+
 def _check_out(config: StudyConfig, out: Path) -> None:
     """A new run needs an empty directory; ``--resume`` needs a study made with the same result options."""
     if not out.exists() or not any(out.iterdir()):
@@ -55,7 +68,7 @@ def _check_out(config: StudyConfig, out: Path) -> None:
                              "or choose another --out")
     if not (out / STUDY_FILE).is_file():
         raise UserInputError(f"--out {out}: no {STUDY_FILE} to resume from")
-    saved = json.loads((out / STUDY_FILE).read_text())["options"]
+    saved = read_study_file(out)["options"]
     changed = sorted(key for key, value in config.results().items() if saved.get(key) != value)
     if changed:
         raise UserInputError(f"--resume: {', '.join(changed)} differ from the study in {out}; use the same options "

@@ -27,6 +27,7 @@ import numpy as np
 import zarr
 
 from dtl_dist.errors import UserInputError
+from dtl_dist.library.integrity import array_options
 
 SAMPLE, WAVELENGTH = "sample", "wavelength"
 ROOT_DIMENSIONS = {"spectra": (SAMPLE, WAVELENGTH), "sample_id": (SAMPLE,), "wavelengths": (WAVELENGTH,),
@@ -56,8 +57,8 @@ def name_dimensions(path) -> list[str]:
     changed = []
     group = zarr.open_group(str(path), mode="r+")
     if WAVELENGTH not in group:
-        wavelength = group.create_array(WAVELENGTH, data=np.asarray(group["wavelengths"][:], dtype=np.float64),
-                                        dimension_names=(WAVELENGTH,))
+        wavelength = group.create_array(WAVELENGTH, **array_options(
+            data=np.asarray(group["wavelengths"][:], dtype=np.float64), dimension_names=(WAVELENGTH,)))
         wavelength.attrs["units"] = "nm"
         changed.append(WAVELENGTH)
     if group["spectra"].attrs.get("coordinates") != "sample_id wavelengths":

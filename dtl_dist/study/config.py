@@ -123,7 +123,7 @@ class StudyConfig:
         for key, value in record.items():
             if key not in types:
                 raise UserInputError(f"{where}: config has an unknown key {key!r}")
-            allowed = [SAVED_TYPES[name.strip()] for name in types[key].split("|")]
+            allowed = [SAVED_TYPES.get(name.strip(), object) for name in types[key].split("|")]
             if not any(isinstance(value, kind) and not (kind is int and isinstance(value, bool)) for kind in allowed):
                 raise UserInputError(f"{where}: config {key} is {value!r}; expected {types[key]}")
         return cls(**record)
@@ -131,4 +131,4 @@ class StudyConfig:
 
 SAVED_TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "tuple": (list, tuple),
                "None": type(None)}
-"""JSON types a saved :class:`StudyConfig` field may hold, by the name of its annotated type."""
+"""JSON types a saved :class:`StudyConfig` field may hold, by the name of its annotated type (others: any)."""

@@ -2,7 +2,7 @@
 
 For each site: the global library is the other three LimeSoDa vis-NIR sites plus the Geeves NSW library when
 DTL_DATA holds it (the two synthetic cases ``SYN-with`` and ``SYN-without``: benchmarks/synthetic_cases.py, one
-site with a library that holds its soils and one that does not, no country library, CNN epochs capped at 60); the country library is the site's country within it (SE for UL.120 and SL.125; CV.98 (CH)
+site with a library that holds its soils and one that does not, no country library, a smaller budget: :data:`SYNTHETIC_BUDGET`); the country library is the site's country within it (SE for UL.120 and SL.125; CV.98 (CH)
 and SC.93 (BR) have none in this library). n = 30 by Kennard-Stone, the rest is local_test. Prints, per site,
 the wall time, every model's test RMSE, ME, Lin's CCC, dRMSE against the local 1D-CNN and cv_rmse, the model
 recommended by cv_rmse, and the checks of the study issue: the local 1D-CNN against local PLS (test RMSE ratio)
@@ -45,6 +45,8 @@ COUNTRY = {"UL.120": "SE", "SL.125": "SE", "CV.98": None, "SC.93": None}
 CNNS = ("Local", "Global", "Country", "DTL-I_g", "DTL-I_c", "DTL-R_g", "DTL-R_c", "DTL-IR_g", "DTL-IR_c")
 SINGLES = [m.name for m in MODELS if m.make != "ensemble"]
 ENSEMBLES = [m.name for m in MODELS if m.make == "ensemble"]
+SYNTHETIC_BUDGET = {"trials": 2, "inner_folds": 5, "max_epochs": 40}
+"""The synthetic cases' smaller budget: their library CNNs train on 20,000 samples (the LimeSoDa ones on 707)."""
 LOCAL_ONLY = ("Local", "local-PLS")
 """The models that use no library; every other single model transfers something from it."""
 
@@ -78,8 +80,10 @@ def run_synthetic(case: str, out: Path, budget: str, trials) -> None:
     """The study of a synthetic case (benchmarks/synthetic_cases.py); resumes a finished or killed one."""
     library, site = stores(case, Path(out).parent / "synthetic_data")
     study = out / "study"
-    run_study(StudyConfig(library=str(library), site=str(site), out=str(study), budget=budget, trials=trials,
-                          max_epochs=60, workers=2, resume=study.exists()), echo=lambda line: None)
+    run_study(StudyConfig(library=str(library), site=str(site), out=str(study), budget=budget,
+                          trials=trials or SYNTHETIC_BUDGET["trials"], inner_folds=SYNTHETIC_BUDGET["inner_folds"],
+                          max_epochs=SYNTHETIC_BUDGET["max_epochs"], workers=2, resume=study.exists()),
+              echo=lambda line: None)
 
 
 def gain(local: float, value: float) -> float:

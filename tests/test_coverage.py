@@ -50,3 +50,34 @@ def test_the_check_tells_a_synthetic_library_rich_in_the_sites_soils_from_one_wi
     assert rich["verdict"].startswith("the library holds spectra like the site's")
     assert poor["n_like"] < 25 and poor["neighbour_ratio"] > 0.9
     assert poor["verdict"].startswith("transfer is unlikely to help")
+
+
+def test_rslocal_searches_among_the_sites_spectra_when_the_library_holds_enough(tmp_path):
+    """The study's RS-LOCAL pool (dtl_dist.study.instances.search_pool): a `dtl synth` library of 1,500 samples plus
+    1,500 of the site's own soils gives a pool of those (>= 10 k = 500 of them, 98 % or more the site's soils); the
+    library alone gives none (it is searched whole)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from synthetic_cases import GRID, _create
+
+    from dtl_dist.library.synthetic import SiteGenerator, make_library, write_site
+    from dtl_dist.study.config import StudyConfig
+    from dtl_dist.study.context import StudyContext
+    from dtl_dist.study.data import load_study_data
+    from dtl_dist.study.instances import search_pool
+
+    write_site(tmp_path / "site.zarr", 120, seed=0, wavelengths=GRID)
+    library = make_library(1500, 0, wavelengths=GRID)
+    survey = SiteGenerator(0, GRID, 10, 0).rows(1000, 2500)
+    survey.sample_id = np.array([f"survey-{i}" for i in survey.sample_id])
+    pools = {}
+    for name, parts in (("rich", [library, survey]), ("poor", [library])):
+        config = StudyConfig(library=str(_create(tmp_path / f"{name}.zarr", parts)), site=str(tmp_path / "site.zarr"),
+                             out=str(tmp_path / name), k=50, workers=0)
+        data = load_study_data(config, tmp_path / name)
+        pools[name] = (search_pool(StudyContext(config, data, tmp_path / name), data.library), data.library)
+    pool, source = pools["rich"]
+    assert pool.size >= 500 and np.mean(np.char.startswith(source.view.sample_id[pool].astype(str), "survey")) >= 0.98
+    assert pools["poor"][0] is None

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# first_hour: time each step of a user's first hour (README "Your first hour") on this machine:
-# an OSSL-layout all-table (synthetic, bench_ossl's 100,000 rows) -> one country's library -> a LimeSoDa site ->
-# the study (quick budget) -> the report. Prints one line per step with its wall time and the load average.
-# Usage: benchmarks/first_hour.sh [WORKDIR]   (run from the repository root, .venv built)
+# first_hour: time each step of a user's first hour (README "Your first hour") on this machine: a synthetic
+# OSSL v1.2 all-table of 100,000 layers (the stand-in for the download) -> the Swedish LUCAS layers as the library
+# -> a LimeSoDa site (UL.120, Uppsala) -> the study (quick budget) -> the report. Prints one line per step with its
+# wall time and the load average at its end.
+# Usage: benchmarks/first_hour.sh [WORKDIR]   (from the repository root, with .venv built)
 set -euo pipefail
 WORK=${1:-benchmarks/out/first_hour}
-TABLE=benchmarks/out/ossl_100000/ossl_all_L0_v1.2.csv.gz
 DTL=.venv/bin/dtl
 mkdir -p "$WORK"
 step() {  # step NAME COMMAND...
@@ -15,10 +15,12 @@ step() {  # step NAME COMMAND...
   local end=$(date +%s.%N)
   printf '| %s | %.0f s | load %s |\n' "$name" "$(echo "$end - $start" | bc)" "$(cut -d' ' -f1 /proc/loadavg)"
 }
-[ -f "$TABLE" ] || step write_ossl_table .venv/bin/python benchmarks/bench_ossl.py --n 100000
-step ingest_ossl_country $DTL ingest --format ossl "$TABLE" --where country=SWE --grid 420:2500:10 \
-     --out "$WORK/ossl_swe.zarr" --overwrite --quiet
+echo "start $(date -u +%H:%M) UTC, $(nproc) cores"
+step write_ossl_table .venv/bin/python -c "from dtl_dist.library.ossl_synthetic import write_ossl; \
+write_ossl('$WORK/ossl', 100_000)"
+step ingest_ossl_lucas_sweden $DTL ingest --format ossl "$WORK/ossl/ossl_all_L0_v1.2.csv.gz" \
+     --where dataset=LUCAS.SSL --where country=SWE --grid 420:2500:10 --out "$WORK/lucas_swe.zarr" --overwrite -q
 step ingest_site $DTL ingest UL.120 --grid 420:2500:10 --out "$WORK/ul120.zarr" --overwrite --quiet
-step study $DTL study --library "$WORK/ossl_swe.zarr" --site "$WORK/ul120.zarr" --country SWE --out "$WORK/run"
+step study $DTL study --library "$WORK/lucas_swe.zarr" --site "$WORK/ul120.zarr" --out "$WORK/run"
 step report $DTL report "$WORK/run"
-tail -3 "$WORK/ingest_ossl_country.log"; grep -i "recommended" "$WORK/study.log" | tail -2 || true
+cat "$WORK/ingest_ossl_lucas_sweden.log"; tail -15 "$WORK/study.log"; tail -2 "$WORK/report.log"

@@ -24,6 +24,8 @@ from dtl_dist.library.synthetic import LibraryGenerator
 VISNIR_NM = np.arange(350, 2501, 2)
 """The OSSL v1.2 vis-NIR grid, nm."""
 DATASETS = ("KSSL.SSL", "LUCAS.SSL", "ICRAF.ISRIC", "AFSIS1.SSL", "SERBIA.SSL")
+DATASET_SHARES = (0.55, 0.31, 0.07, 0.04, 0.03)
+"""Share of the layers from each library, drawn per layer (KSSL and LUCAS hold most of the OSSL vis-NIR)."""
 COUNTRIES = ("USA", "DEU", "SWE", "KEN", "SRB", "FRA", "BRA", "AUS", "CHN", "ESP")
 MIR_ONLY, NO_OC = 0.05, 0.05
 """Fractions of layers without vis-NIR (MIR only) and without OC."""
@@ -41,7 +43,7 @@ def _tables(gen: LibraryGenerator, start: int, stop: int, seed: int) -> dict[str
     reflectance = 10.0 ** -np.clip(data.spectra.astype(np.float64), 0.001, None)
     reflectance[rng.random(n) < MIR_ONLY] = np.nan
     soc = np.where(rng.random(n) < NO_OC, np.nan, data.soc)
-    dataset = np.array(DATASETS)[country_no % len(DATASETS)]
+    dataset = rng.choice(DATASETS, size=n, p=DATASET_SHARES)
     site = pd.DataFrame({
         ossl.DATASET: dataset, ossl.ID: ids, "id.layer_local_c": [f"L{start + i}" for i in range(n)],
         ossl.LON: np.round(data.meta["lon"], 6), ossl.LAT: np.round(data.meta["lat"], 6),

@@ -19,80 +19,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-os.environ.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-                  RAY_memory_monitor_refresh_ms="0", RAY_AIR_NEW_OUTPUT="0")  # several nodes on one machine
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster" / "local"))
+from ray_nodes import LoopbackRay  # noqa: E402  (sets Ray's cluster mode: several nodes on one machine)
 
 from dtl_dist.engines import ray as ray_engine  # noqa: E402
 from dtl_dist.library.synthetic import make_library  # noqa: E402
 from dtl_dist.nn.search import CandidateRunner, TuneData, tune  # noqa: E402
 from dtl_dist.nn.space import SMALL_DATA_STARTERS, default_space  # noqa: E402
 from dtl_dist.spectra.preprocess import SNV  # noqa: E402
-
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LoopbackCluster:
-    """``nodes`` Ray nodes on 127.0.0.11, 127.0.0.12, ...; ended (by process id) on exit."""
-
-    def __init__(self, nodes: int, cpus: int):
-        self.nodes, self.cpus, self.mark = nodes, cpus, uuid.uuid4().hex
-        self.address = f"127.0.0.11:{free_port()}"
-        self.procs, self.dirs = [], []
-
-    def __enter__(self):
-        for i in range(self.nodes):
-            folder = Path(tempfile.mkdtemp(prefix=f"dtlb{i}-", dir="/tmp"))
-            self.dirs.append(folder)
-            role = ["--head", f"--port={self.address.rsplit(':', 1)[1]}", "--include-dashboard=false"] if i == 0 \
-                else [f"--address={self.address}"]
-            cmd = [RAY, "start", *role, f"--node-ip-address=127.0.0.{11 + i}", f"--num-cpus={self.cpus}",
-                   "--num-gpus=0", f"--temp-dir={folder}", "--object-store-memory=200000000", "--block"]
-            self.procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                               start_new_session=True, env=dict(os.environ, DTL_BENCH_MARK=self.mark)))
-            if i == 0:
-                ray_engine.wait_for_nodes(self.address, 1, 120)
-        ray_engine.wait_for_nodes(self.address, self.nodes, 120)
-        return self
-
-    def __exit__(self, *exc):
-        for proc in self.procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        time.sleep(3)
-        for pid in _marked(self.mark):
-            os.kill(pid, signal.SIGKILL)
-        for folder in self.dirs:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _marked(mark: str) -> list[int]:
-    """Processes carrying this cluster's mark in their environment (not this one)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if f"DTL_BENCH_MARK={mark}".encode() in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def search(data: TuneData, trials: int, max_epochs: int, folder: Path) -> float:
@@ -127,7 +66,7 @@ def main() -> None:
     first = None
     with tempfile.TemporaryDirectory() as tmp:
         for nodes in args.nodes:
-            with LoopbackCluster(nodes, args.cpus_per_node) as cluster:
+            with LoopbackRay(nodes, args.cpus_per_node) as cluster:
                 ray_engine.init(cluster.address)
                 try:  # a warm-up starts every node's worker processes (torch imports) before the clock
                     search(data, nodes * args.cpus_per_node, 1, Path(tmp) / f"warmup{nodes}")

@@ -309,6 +309,12 @@ def study(
     address: Optional[str] = typer.Option(None, help="Run RS-LOCAL on the Dask scheduler at this address."),
     ray_address: Optional[str] = typer.Option(None, help="Run searches and transfers on this Ray cluster."),
     cpus: Optional[int] = typer.Option(None, help="CPUs of the local Ray (default: all)."),
+    cpus_per_trial: float = typer.Option(1, "--cpus-per-trial", help="CPUs (torch threads) of every CNN trial and "
+                                         "transfer task."),
+    gpus_per_trial: float = typer.Option(0, "--gpus-per-trial", help="GPUs of every CNN trial and transfer task; "
+                                         "0.25 = four per GPU."),
+    cpu_fallback: bool = typer.Option(False, "--cpu-fallback", help="Run on CPU (with a warning) if GPUs are asked "
+                                      "for but the Ray cluster has none."),
     resume: bool = typer.Option(False, "--resume", help="Continue the study in --out (same options)."),
     only: Optional[str] = typer.Option(None, help="Run only these kinds of stage, comma-separated: rslocal, "
                                        "search, transfer, baseline, ensemble (e.g. one kind per cluster job)."),
@@ -326,7 +332,8 @@ def study(
         subset=subset, b=b, retain=retain, ncomp=ncomp, max_epochs=max_epochs, workers=workers, threads=threads,
         jobqueue=None if jobqueue is None else str(jobqueue),
         scheduler_file=None if scheduler_file is None else str(scheduler_file), address=address,
-        ray_address=ray_address, cpus=cpus, resume=resume, level=level,
+        ray_address=ray_address, cpus=cpus, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        cpu_fallback=cpu_fallback, resume=resume, level=level,
         only=None if only is None else tuple(k.strip() for k in only.split(",")))
     result = run_study(config, echo=lambda line: typer.echo(line, err=True))
     if result["metrics"] is not None:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from conftest import synthetic_stores
 from dtl_dist.cli import app
+from dtl_dist.study.task_log import read_tasks
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -146,13 +147,14 @@ def test_cnn_search_on_a_two_node_ray_cluster(cluster, stores, tmp_path):
 @pytest.mark.parametrize("scheduler", ["slurm", "pbs"])
 def test_study_job_chain_ends_with_metrics(cluster, scheduler, tmp_path):
     run = tmp_path / "study"
-    variables = dict(DTL_OUT=str(run), DTL_STUDY_OPTS=STUDY_OPTS)
+    # fake nodes with 2 logical GPUs: job 2 runs the CNN tasks at the scripts' default 0.25 GPUs each
+    variables = dict(DTL_OUT=str(run), DTL_STUDY_OPTS=STUDY_OPTS, DTL_LOCAL_GPUS_PER_NODE="2", DTL_CPUS_PER_TRIAL="1")
     if scheduler == "slurm":
         ids = cluster.submit(["bash", str(CLUSTER / "slurm" / "study-chain.sh")],
                              DTL_SBATCH_OPTS="--ntasks-per-node=1 --cpus-per-task=1", **variables)
     else:
-        ids = cluster.submit(["bash", str(CLUSTER / "pbs" / "study-chain.sh")],
-                             DTL_CPU_SELECT="select=2:ncpus=1:mpiprocs=1", DTL_GPU_SELECT="select=2:ncpus=1", **variables)
+        ids = cluster.submit(["bash", str(CLUSTER / "pbs" / "study-chain.sh")], DTL_CPU_SELECT="select=2:ncpus=1:mpiprocs=1",
+                             DTL_GPU_SELECT="select=2:ncpus=1:ngpus=2", **variables)
     ids = list(dict.fromkeys(ids))
     assert len(ids) == 3
     records = cluster.wait(ids, timeout=900)
@@ -167,6 +169,8 @@ def test_study_job_chain_ends_with_metrics(cluster, scheduler, tmp_path):
     assert json.loads((run / "study.json").read_text())["options"]["k"] == 20
     assert "stages of kinds rslocal, baseline done" in cluster.log(ids[0])
     assert cluster.log(ids[1]).count("dtl-local: stopped") == 2  # the Ray job stopped Ray on both nodes
+    tasks = read_tasks(run)  # every CNN task of job 2 was given a (logical) GPU, on both nodes
+    assert tasks and all(len(t["gpu_ids"]) == 1 for t in tasks) and len({t["node"] for t in tasks}) == 2
     assert (run / "report.html").is_file()  # the last job's dtl report
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ray import tune as ray_tune
 
-from dtl_dist.engines.ray import TuneRunner, gpus_per_trial, init, param_space
+from dtl_dist.engines.ray import TuneRunner, gpus_per_trial, init, param_space, trial_resources
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.model_dir import load_model
 from dtl_dist.nn.search import TuneData, check_space, run_trial, tune
@@ -160,8 +160,14 @@ def test_ray_address_that_does_not_answer():
 def test_gpu_request_without_gpus(ray_session):
     with pytest.raises(UserInputError, match="has 0 GPU"):
         gpus_per_trial(0.25)
-    assert gpus_per_trial(0.25, allow_cpu_fallback=True) == 0.0
+    with pytest.warns(UserWarning, match="run on CPU"):
+        assert gpus_per_trial(0.25, allow_cpu_fallback=True) == 0.0
     assert gpus_per_trial(0) == 0.0
+    warned = []
+    assert trial_resources(2, 0.5, allow_cpu_fallback=True, warn=warned.append) == (2.0, 0.0)
+    assert warned == ["warning: --gpus-per-trial 0.5: the Ray cluster has no GPU; the trials run on CPU (--cpu-fallback)"]
+    with pytest.raises(UserInputError, match="--cpus-per-trial 3: no node of the Ray cluster has that many CPUs"):
+        trial_resources(3, 0)  # the session's Ray has 2 CPUs
 
 
 def test_cli_tune_bad_input_exits_2_and_writes_nothing(tmp_path):

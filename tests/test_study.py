@@ -241,6 +241,7 @@ def test_a_study_killed_mid_search_resumes_to_the_same_metrics(study, stores, tm
     ("country", "--country XX: matches no sample"),
     ("no_target", "has no target 'soc'"),
     ("folds", "--cv-folds 1: expected an integer >= 2"),
+    ("gpus", "--gpus-per-trial 0.25: the Ray cluster has 0 GPU(s)"),  # checked on the started Ray, before any work
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(stores, tmp_path, case, message):
     d, library, site = stores
@@ -262,6 +263,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(stores, tmp_path, ca
                                          units=lib.units, preprocessing=lib.preprocessing).path
     elif case == "folds":
         extra = ["--cv-folds", "1"]
+    elif case == "gpus":
+        extra = ["--gpus-per-trial", "0.25"]
     out = tmp_path / "out"
     cmd = _cli((d, library, site), out, *extra)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -2,7 +2,8 @@
 # The whole `dtl study` (paper 2.3.4) as a chain of three PBS jobs, each held until the previous one ended
 # well (-W depend=afterok:ID; PBS deletes the held jobs when a dependency fails):
 #   1. rslocal.pbs  (CPU nodes, Dask)  dtl study --only rslocal,baseline
-#   2. ray.pbs      (GPU nodes, Ray)   dtl study --resume --only search,transfer
+#   2. ray.pbs      (GPU nodes, Ray)   dtl study --resume --only search,transfer --gpus-per-trial G (DTL_GPUS_PER_TRIAL,
+#                                      default 0.25: four CNN tasks per GPU; DTL_CPUS_PER_TRIAL cores each)
 #   3. study-evaluate.pbs (one node)   dtl study --resume: metrics.csv (+ dtl report)
 # Run it on a login node (it only submits). Every job gets this shell's variables (qsub -V):
 #   DTL_LIBRARY, DTL_SITE, DTL_OUT, DTL_STUDY_OPTS (identical for the three jobs), DTL_ACCOUNT,

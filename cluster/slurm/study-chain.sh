@@ -2,7 +2,8 @@
 # The whole `dtl study` (paper 2.3.4) as a chain of three SLURM jobs, each starting when the previous one
 # ended well (--dependency=afterok; --kill-on-invalid-dep cancels the rest when one fails):
 #   1. rslocal.sbatch  (CPU nodes, Dask)  dtl study --only rslocal,baseline
-#   2. ray.sbatch      (GPU nodes, Ray)   dtl study --resume --only search,transfer
+#   2. ray.sbatch      (GPU nodes, Ray)   dtl study --resume --only search,transfer --gpus-per-trial G (DTL_GPUS_PER_TRIAL,
+#                                         default 0.25: four CNN tasks per GPU; DTL_CPUS_PER_TRIAL cores each)
 #   3. study-evaluate.sbatch (one node)   dtl study --resume: metrics.csv (+ dtl report)
 # Run it on a login node (it only submits). Every job reads the same variables (exported with --export=ALL):
 #   DTL_LIBRARY, DTL_SITE   stores on the shared file system (/scratch)

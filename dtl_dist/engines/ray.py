@@ -167,51 +167,138 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-def gpus_per_trial(requested: float, *, allow_cpu_fallback: bool = False) -> float:
-    """GPUs each trial may use, checked against the GPUs the running Ray cluster has.
+def check_request(cpus: float, gpus: float) -> None:
+    """Raise :class:`UserInputError` unless ``cpus`` > 0 and ``gpus`` >= 0 (checked before Ray starts)."""
+    if not cpus > 0:
+        raise UserInputError(f"--cpus-per-trial {cpus}: expected a number > 0")
+    if not gpus >= 0:
+        raise UserInputError(f"--gpus-per-trial {gpus}: expected a number >= 0")
+
+
+def trial_resources(cpus: float = 1, gpus: float = 0, *, allow_cpu_fallback: bool = False,
+                    warn=None) -> tuple[float, float]:
+    """CPUs and GPUs each trial or task may use, checked against the nodes of the running Ray cluster.
+
+    A task runs on one node, so a request is met when one node has that many CPUs and GPUs (logical ones
+    count: ``ray start --num-gpus 4``).
 
     Parameters
     ----------
-    requested : fraction or number of GPUs per trial (0.25: four trials share one GPU).
-    allow_cpu_fallback : when the cluster has no GPU, train on CPU instead of failing.
+    cpus : CPUs per task (> 0; fractions pack several tasks per core).
+    gpus : GPUs per task (>= 0; 0.25: four tasks share one GPU).
+    allow_cpu_fallback : when no node has a GPU, run the tasks on CPU (with a warning) instead of failing.
+    warn : called with the warning line of a CPU fallback (default: :func:`warnings.warn`).
+
+    Returns
+    -------
+    (cpus, gpus) to ask Ray for: ``gpus`` is 0 after a CPU fallback.
 
     Raises
     ------
     UserInputError
-        When GPUs are requested, the cluster has none (or too few) and fallback is not allowed.
+        When a request is not a valid number or no node can meet it (before any task is submitted).
     """
     import ray
 
-    if requested < 0:
-        raise UserInputError(f"--gpus-per-trial {requested}: expected a number >= 0")
-    have = float(ray.cluster_resources().get("GPU", 0.0))
-    if requested == 0 or requested <= have:
-        return float(requested)
-    if allow_cpu_fallback and have == 0:
-        return 0.0
+    check_request(cpus, gpus)
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    most_cpus = max((float(r.get("CPU", 0)) for r in nodes), default=0.0)
+    if not any(float(r.get("CPU", 0)) >= cpus for r in nodes):
+        raise UserInputError(f"--cpus-per-trial {cpus:g}: no node of the Ray cluster has that many CPUs (the "
+                             f"largest has {most_cpus:g}); ask for fewer")
+    most_gpus = max((float(r.get("GPU", 0)) for r in nodes), default=0.0)
+    if gpus == 0 or any(float(r.get("CPU", 0)) >= cpus and float(r.get("GPU", 0)) >= gpus for r in nodes):
+        return float(cpus), float(gpus)
+    if allow_cpu_fallback and most_gpus == 0:
+        message = (f"warning: --gpus-per-trial {gpus:g}: the Ray cluster has no GPU; the trials run on CPU "
+                   "(--cpu-fallback)")
+        if warn is None:
+            import warnings
+
+            warnings.warn(message, stacklevel=2)
+        else:
+            warn(message)
+        return float(cpus), 0.0
+    total = float(ray.cluster_resources().get("GPU", 0.0))
     raise UserInputError(
-        f"--gpus-per-trial {requested}: the Ray cluster has {have:g} GPU(s); "
+        f"--gpus-per-trial {gpus:g}: the Ray cluster has {total:g} GPU(s), at most {most_gpus:g} on one node; "
         "ask for fewer, or allow CPU fallback (--cpu-fallback)"
     )
 
 
-def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2):
+def gpus_per_trial(requested: float, *, allow_cpu_fallback: bool = False) -> float:
+    """GPUs each one-CPU trial may use (:func:`trial_resources`)."""
+    return trial_resources(1, requested, allow_cpu_fallback=allow_cpu_fallback)[1]
+
+
+def node_slots(cpus: float, gpus: float) -> list[str]:
+    """The order in which :func:`map_blocks` hands tasks of ``cpus`` CPUs and ``gpus`` GPUs to the alive Ray
+    nodes: node ids taking turns, each as often as it runs such tasks at once (a node with twice the GPUs gets
+    every other turn twice); nodes that cannot run one are left out (all nodes when none can)."""
+    import ray
+
+    capacity = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            have = node["Resources"]
+            fits = [have.get("CPU", 0) / cpus] + ([have.get("GPU", 0) / gpus] if gpus else [])
+            capacity[node["NodeID"]] = int(min(fits) + 1e-9)
+    if not any(capacity.values()):
+        return sorted(capacity)
+    order = []
+    for turn in range(max(capacity.values())):
+        order += [node for node, slots in sorted(capacity.items()) if slots > turn]
+    return order
+
+
+def run_task(fn, threads: int, block, *shared) -> tuple:
+    """One Ray task of :func:`map_blocks`: ``fn(block, *shared)`` with ``threads`` torch threads on the device
+    Ray gave it (:func:`dtl_dist.devices.task_gpus`); returns the result and the task's record: its node, the
+    GPU ids Ray assigned (``ray.get_gpu_ids()``), the torch device it chose, its process and start/end times."""
+    import time
+
+    import ray
+
+    from dtl_dist.devices import task_device, task_gpus
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    record = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids, "device": task_device(gpu_ids),
+              "pid": os.getpid(), "start": time.time()}
+    with task_gpus(gpu_ids):
+        result = with_torch_threads(fn, threads, block, *shared)
+    record["end"] = time.time()
+    return result, record
+
+
+def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2, on_task=None):
     """A ``map_blocks(fn, blocks, shared=()) -> list`` that runs each block as a Ray task (results in block order).
 
     The same guarantees as :func:`dtl_dist.engines.dask.map_blocks`: each ``shared`` object goes into the
     object store once and is reused while later calls pass the same object (it must not be modified in
     between); a task that raises, or whose worker dies, is retried ``retries`` times; torch in a task uses as
-    many threads as the task has CPUs (one by default), so results do not depend on the worker layout.
+    many threads as the task has CPUs (one by default), so results do not depend on the worker layout. A task
+    given GPUs trains on ``cuda`` where torch has it, else on the CPU (:mod:`dtl_dist.devices`). Consecutive
+    tasks go to the nodes in turn (:func:`node_slots`; a node that dies passes its tasks on), so the trials of one
+    search use every node's GPUs; on a node, Ray packs fractional GPU requests onto the GPUs (``num_gpus=0.25``:
+    at most four tasks per GPU).
 
     Parameters
     ----------
-    num_cpus, num_gpus : resources of each task (fractional GPUs let several tasks share one device).
+    num_cpus, num_gpus : resources of each task (fractional GPUs let several tasks share one device; check
+        them first with :func:`trial_resources`).
     retries : re-runs of a failed task.
+    on_task : called in the driver with each finished task's record (:func:`run_task`) plus ``fn`` and ``block``
+        (its position in ``blocks``), in block order.
     """
+    import itertools
+
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     threads = max(1, int(num_cpus))
     sent: dict = {}  # id(obj) -> (obj, ObjectRef): holding obj keeps its id from being reused
+    remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries, retry_exceptions=True)(run_task)
+    turn, slots = itertools.count(), []
 
     def ray_map(fn, blocks, shared=()):
         refs = []
@@ -221,9 +308,13 @@ def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2):
             refs.append(sent[id(obj)][1])
         for key in set(sent) - {id(obj) for obj in shared}:
             del sent[key]
-        remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=retries,
-                            retry_exceptions=True)(with_torch_threads)
-        return ray.get([remote.remote(fn, threads, block, *refs) for block in blocks])
+        slots[:] = slots or node_slots(num_cpus, num_gpus)
+        done = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            slots[next(turn) % len(slots)], soft=True)).remote(fn, threads, block, *refs) for block in blocks])
+        if on_task is not None:
+            for number, (_, record) in enumerate(done):
+                on_task({"fn": getattr(fn, "__qualname__", str(fn)), "block": number, **record})
+        return [result for result, _ in done]
 
     return ray_map
 
@@ -251,8 +342,11 @@ def cnn_trial(config: dict, trial=None, use_gpu=False, threads=1):
     """Ray Tune function trainable: one 1D-CNN trial (a :class:`dtl_dist.nn.search.Trial`)."""
     import tempfile
 
+    import ray
     import torch
     from ray import tune
+
+    from dtl_dist.devices import task_device, task_gpus
 
     torch.set_num_threads(max(1, threads))
 
@@ -264,8 +358,8 @@ def cnn_trial(config: dict, trial=None, use_gpu=False, threads=1):
             write_checkpoint(Path(directory))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-    trial(dict(config), report, device, tune.get_context().get_trial_id())
+    with task_gpus(ray.get_gpu_ids() if use_gpu else ()):
+        trial(dict(config), report, task_device(), tune.get_context().get_trial_id())
 
 
 class _DefineByRun:
@@ -330,12 +424,13 @@ class TuneRunner:
     max_failures : retries of a trial that raised.
     progress : print a line per finished trial (trials done / best RMSE).
     callbacks : extra ``ray.tune.Callback`` objects.
+    warn : called with the warning line of a CPU fallback (default: :func:`warnings.warn`).
     """
 
     def __init__(self, storage_path, *, name: str = "search", address: str | None = None, num_cpus: int | None = None,
                  cpus_per_trial: float = 1, gpus_per_trial: float = 0, allow_cpu_fallback: bool = False,
                  max_concurrent: int | None = None, resume: bool = False, max_failures: int = 2,
-                 progress: bool = True, callbacks=()):
+                 progress: bool = True, callbacks=(), warn=None):
         self.storage_path = storage_path
         self.name = name
         self.address = address
@@ -348,14 +443,14 @@ class TuneRunner:
         self.max_failures = max_failures
         self.progress = progress
         self.callbacks = callbacks
+        self.warn = warn
 
     @property
     def experiment_path(self) -> Path:
         return Path(self.storage_path).resolve() / self.name
 
     def _check(self) -> None:
-        if self.cpus_per_trial <= 0:
-            raise UserInputError(f"--cpus-per-trial {self.cpus_per_trial}: expected a number > 0")
+        check_request(self.cpus_per_trial, self.gpus_per_trial)
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise UserInputError(f"--max-concurrent {self.max_concurrent}: expected an integer >= 1")
         if self.max_failures < 0:
@@ -373,12 +468,13 @@ class TuneRunner:
         ``checkpoint``)."""
         self._check()
         init(self.address, self.num_cpus)
-        gpus = gpus_per_trial(self.gpus_per_trial, allow_cpu_fallback=self.allow_cpu_fallback)
+        cpus, gpus = trial_resources(self.cpus_per_trial, self.gpus_per_trial,
+                                     allow_cpu_fallback=self.allow_cpu_fallback, warn=self.warn)
         from ray import tune
 
         trainable = tune.with_resources(
-            tune.with_parameters(cnn_trial, trial=trial, use_gpu=gpus > 0, threads=int(self.cpus_per_trial)),
-            {"cpu": self.cpus_per_trial, "gpu": gpus},
+            tune.with_parameters(cnn_trial, trial=trial, use_gpu=gpus > 0, threads=int(cpus)),
+            {"cpu": cpus, "gpu": gpus},
         )
         if self.resume:
             tuner = tune.Tuner.restore(str(self.experiment_path), trainable, resume_unfinished=True,

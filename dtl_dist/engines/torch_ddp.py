@@ -19,23 +19,34 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from dtl_dist.devices import rank_device
+
 
 class DataParallel:
-    """This process's place in a ``torch.distributed`` job: its rank, the world size, and a model wrapper
-    (``DistributedDataParallel``, which averages gradients over the ranks).
+    """This process's place in a ``torch.distributed`` job: its rank, the world size, its device and a model
+    wrapper (``DistributedDataParallel``, which averages gradients over the ranks).
 
-    Joins the default process group from the ``torchrun`` environment (NCCL on CUDA, else gloo) unless the
-    caller already initialised one.
+    The device is ``cuda:LOCAL_RANK`` when torch sees that GPU (:func:`dtl_dist.devices.rank_device`; made the
+    current CUDA device before NCCL starts, so each rank talks through its own GPU), else the CPU with gloo.
+    Joins the default process group from the ``torchrun`` environment unless the caller already initialised one.
     """
 
     def __init__(self):
+        self.device = torch.device(rank_device(int(os.environ.get("LOCAL_RANK", 0))))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
 
     def wrap(self, model):
-        return torch.nn.parallel.DistributedDataParallel(model) if self.world_size > 1 else model
+        if self.world_size == 1:
+            return model
+        if self.device.type == "cuda":
+            return torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index],
+                                                             output_device=self.device.index)
+        return torch.nn.parallel.DistributedDataParallel(model)
 
     @staticmethod
     def close() -> None:
@@ -54,10 +65,9 @@ def main(argv=None) -> int:  # pragma: no cover - exercised through torchrun by 
     library_path, config_path, out = (argv or sys.argv[1:])[:3]
     spec = json.loads(Path(config_path).read_text())
     parallel = DataParallel()
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     library = SpectralLibrary.open(library_path)
     cnn_config = CNNConfig.from_dict(spec["cnn_config"])
-    fit = fit_library(library, cnn_config, TrainConfig.from_dict(spec.get("train_config", {})), device=device,
+    fit = fit_library(library, cnn_config, TrainConfig.from_dict(spec.get("train_config", {})), device=parallel.device,
                       data_parallel=parallel)
     if parallel.rank == 0:
         save_model(out, cnn_config, [fit.state_dict], wavelengths=library.wavelengths,

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
+from dtl_dist.devices import resolve_device
 from dtl_dist.errors import UserInputError
 
 _CPU_BLOCK_BYTES = 2 * 2**20
@@ -95,7 +96,8 @@ def pls1_fit(X, y, ncomp: int, *, dtype=None, device=None) -> PLS1Fit:
     dtype : torch.float32, torch.float64, "float32", "float64" or None
         Working precision; None keeps a float32 input in float32 and uses float64 otherwise.
     device : torch device or str, optional
-        Where to compute; default: ``X``'s device for a tensor, else the CPU.
+        Where to compute; default: ``X``'s device for a tensor, else the task's
+        (:func:`dtl_dist.devices.task_device`: ``cuda`` when the engine gave the task a GPU, else the CPU).
 
     Returns
     -------
@@ -321,14 +323,14 @@ def _resolve_dtype(dtype, like) -> torch.dtype:
 
 
 def _as_tensor(a, name: str, dtype: torch.dtype, device) -> torch.Tensor:
+    """``a`` as a tensor of ``dtype`` on ``device`` (None: a tensor's own device, else the task's)."""
     if isinstance(a, torch.Tensor):
         return a.to(device=device if device is not None else a.device, dtype=dtype)
-    else:
-        try:
-            arr = np.asarray(a, dtype=np.float64 if dtype == torch.float64 else np.float32)
-        except (TypeError, ValueError) as err:
-            raise UserInputError(f"{name}: expected a numeric array ({err})") from None
-    return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), device=device)
+    try:
+        arr = np.asarray(a, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"{name}: expected a numeric array ({err})") from None
+    return torch.as_tensor(arr if arr.flags.writeable else arr.copy(), device=resolve_device(device))
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:

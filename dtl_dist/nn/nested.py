@@ -70,6 +70,10 @@ class Design:
     def final(self) -> OuterSplit:
         return self.splits[-1]
 
+    def split(self, s: int) -> "Design":
+        """The design of outer split ``s`` alone (same data): its fit is that split's part of the whole fit."""
+        return Design(self.X, self.y, (self.splits[s],))
+
     def inner_splits(self) -> tuple[list[Split], list[tuple[int, int]]]:
         """The :class:`Split` of every (outer split, inner fold) and its (split, fold) position."""
         out, where = [], []
@@ -99,15 +103,22 @@ class DesignFit:
     final_states: list
     epochs: np.ndarray
 
+    @classmethod
+    def join(cls, fits: list["DesignFit"]) -> "DesignFit":
+        """The fit of a whole design from the fits of its splits alone (:meth:`Design.split`), in split order."""
+        return cls(np.concatenate([f.inner_rmse for f in fits]), [r for f in fits for r in f.fold_rmse],
+                   [p for f in fits for p in f.predictions], fits[-1].final_states,
+                   np.concatenate([f.epochs for f in fits]))
+
 
 def fit_design(design: Design, cnn_config: CNNConfig, train_config: TrainConfig, *, frozen_blocks: int = 0,
-               mode: str = "auto", device="cpu", on_epoch: EpochCallback | None = None) -> DesignFit:
+               mode: str = "auto", device=None, on_epoch: EpochCallback | None = None) -> DesignFit:
     """Train ``cnn_config`` on every inner fold of every split of ``design`` (all in one stack when vectorised).
 
     Inner fold ``f`` of every split uses the seed of fold ``f`` (:func:`~dtl_dist.nn.trainer.fold_seed`), so
     a one-split design trains exactly the models of :func:`~dtl_dist.nn.trainer.cross_validate` on the
     same folds. ``on_epoch(model, epoch, train_loss, val_loss)`` numbers the models as
-    :meth:`Design.inner_splits` lists them.
+    :meth:`Design.inner_splits` lists them. ``device``: default the task's (:func:`dtl_dist.devices.task_device`).
     """
     splits, where = design.inner_splits()
     seeds = [fold_seed(train_config.seed, f) for _, f in where]

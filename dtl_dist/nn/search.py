@@ -34,6 +34,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
+from dtl_dist.devices import resolve_device
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import atomic_path, write_json
 from dtl_dist.mapping import serial_map
@@ -131,7 +132,7 @@ def _problems(space, params: dict, n_bands: int, seed: int) -> tuple[list[str], 
 
 
 def run_trial(params: dict, data: TuneData, space, *, report: Report, mode: str = "vectorised", seed: int = 0,
-              device: str = "cpu", max_epochs: int | None = None, provenance: dict | None = None) -> None:
+              device: str | None = None, max_epochs: int | None = None, provenance: dict | None = None) -> None:
     """One trial: check the config, train it on every split of ``data.design`` and report as it goes.
 
     Reports ``{"rmse", "epoch"}`` after every epoch (``mode="vectorised"``: all folds advance together;
@@ -150,11 +151,12 @@ def run_trial(params: dict, data: TuneData, space, *, report: Report, mode: str 
     report : the runner's report function; it may stop the trial (by raising) when the scheduler says so.
     mode : {"vectorised", "sequential", "auto"} fold training mode (:func:`~dtl_dist.nn.trainer.train_splits`).
     seed : seed of the fold models' initial weights, shuffling and dropout (same for every trial).
-    device : torch device of the trial ("cuda" when the runner gave it a GPU).
+    device : torch device of the trial (default: the task's, "cuda" when the engine gave it a GPU).
     max_epochs : the search's epoch budget: the config trains at most this many epochs (patience likewise).
     provenance : extra provenance recorded in the checkpoint's model directory.
     """
     n_bands = data.X.shape[1]
+    device = resolve_device(device)
     problems, cnn_config, train_config = _problems(space, params, n_bands, seed)
     if problems:
         report({METRIC: math.inf, "status": "rejected", "reason": "; ".join(problems), "complete": False})
@@ -220,7 +222,7 @@ class Trial:
     seed: int = 0
     max_epochs: int | None = None
 
-    def __call__(self, params: dict, report: Report, device: str = "cpu", trial_id: str = "") -> None:
+    def __call__(self, params: dict, report: Report, device: str | None = None, trial_id: str = "") -> None:
         run_trial(params, self.data, self.space, report=report, mode=self.mode, seed=self.seed, device=device,
                   max_epochs=self.max_epochs, provenance={"trial_id": trial_id})
 
@@ -378,11 +380,11 @@ class CandidateRunner:
     storage_path : directory of the trials.
     map_blocks : ``map_blocks(fn, blocks, shared=())`` that runs the trials (default in-process).
     starters : flat trial dicts tried first (each must lie inside the space).
-    device : torch device of every trial.
+    device : torch device of every trial (default: each task's, :func:`dtl_dist.devices.task_device`).
     progress : called with a line after every ``chunk`` trials.
     """
 
-    def __init__(self, storage_path, *, map_blocks=serial_map, starters=(), device: str = "cpu",
+    def __init__(self, storage_path, *, map_blocks=serial_map, starters=(), device: str | None = None,
                  progress: Callable[[str], None] | None = None, chunk: int = 16):
         self.storage_path = Path(storage_path)
         self.map_blocks = map_blocks
@@ -418,7 +420,7 @@ class CandidateRunner:
         return outcomes
 
 
-def _run_candidate(block, trial: Trial, storage: str, device: str) -> dict:
+def _run_candidate(block, trial: Trial, storage: str, device: str | None) -> dict:
     """One trial of a :class:`CandidateRunner`, or its outcome read back when it finished before."""
     number, params = block
     directory = Path(storage) / f"trial_{number:05d}"

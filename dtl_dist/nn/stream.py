@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import zarr
 
+from dtl_dist.devices import resolve_device
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.builder import CNNConfig, build_cnn, set_generator, set_scaling
 from dtl_dist.nn.trainer import TrainConfig, make_optimizer, run_epochs
@@ -166,7 +167,7 @@ class SingleProcess:
 
 
 def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, target: str = "soc", rows=None,
-                validation=None, buffer_chunks: int = 2, device: str = "cpu", data_parallel=None) -> LibraryFit:
+                validation=None, buffer_chunks: int = 2, device: str | None = None, data_parallel=None) -> LibraryFit:
     """Train one 1D-CNN on a spectral library streamed from Zarr (section 2.3.1), data-parallel when an engine
     is given.
 
@@ -178,7 +179,7 @@ def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, ta
     rows : training rows (default: all rows with a measured target).
     validation : ``(X_val, y_val)`` SNV-preprocessed, in memory, for early stopping (``patience``).
     buffer_chunks : store chunks shuffled together.
-    device : torch device of this rank.
+    device : torch device of this rank (default: the task's, :func:`dtl_dist.devices.task_device`).
     data_parallel : an object with ``rank``, ``world_size`` and ``wrap(model)`` (default :class:`SingleProcess`;
         :class:`dtl_dist.engines.torch_ddp.DataParallel` under ``torchrun``).
 
@@ -189,6 +190,7 @@ def fit_library(library, cnn_config: CNNConfig, train_config: TrainConfig, *, ta
     import time
 
     parallel = data_parallel or SingleProcess()
+    device = resolve_device(device)
     batches = LibraryBatches(library, target, rows=rows, batch_size=train_config.batch_size,
                              buffer_chunks=buffer_chunks, seed=train_config.seed, rank=parallel.rank,
                              world_size=parallel.world_size)

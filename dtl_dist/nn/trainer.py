@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from dtl_dist.devices import resolve_device
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.builder import CNN, CNNConfig, build_cnn, check_config, parameter_count, set_generator, set_scaling
 from dtl_dist.nn.folds import check_assignment, kfold_assignment
@@ -201,7 +202,8 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
 
 
 def _state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A copy of the model's weights on the CPU (a GPU task's results load on a CPU-only driver)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 class EarlyStopping:
@@ -323,7 +325,7 @@ def fit_model(
     seed: int | None = None,
     init_state: dict | None = None,
     frozen_blocks: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> FitResult:
     """Train one 1D-CNN, with early stopping on ``validation = (X_val, y_val)`` when given.
@@ -342,7 +344,8 @@ def fit_model(
         Initial weights (a ``state_dict`` of the same architecture), e.g. a library 1D-CNN to transfer.
     frozen_blocks : int
         Number of leading blocks fixed during training (:meth:`CNN.freeze`): transfer of representations.
-    device : str or torch.device
+    device : str or torch.device, optional
+        Default: the task's (:func:`dtl_dist.devices.task_device`: ``cuda`` when the engine gave it a GPU).
     on_epoch : callable, optional
         ``on_epoch(0, epoch, train_loss, val_loss)`` after each epoch.
 
@@ -357,6 +360,7 @@ def fit_model(
     X_train, y_train = check_xy(X_train, y_train, "training")
     n_bands = X_train.shape[1]
     _check_configs(cnn_config, train_config, n_bands)
+    device = resolve_device(device)
     if validation is not None:
         X_val, y_val = check_xy(*validation, "validation")
         if X_val.shape[1] != n_bands:
@@ -496,7 +500,7 @@ def cross_validate(
     mode: str = "auto",
     init_state: dict | None = None,
     frozen_blocks: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     on_epoch: EpochCallback | None = None,
 ) -> CVResult:
     """Train one 1D-CNN config on each train-validation fold with early stopping (one trial).
@@ -517,7 +521,8 @@ def cross_validate(
         vectorised for models of at most :data:`AUTO_VECTORISED_MAX_PARAMS` parameters.
     init_state, frozen_blocks
         Initial weights and number of fixed leading blocks for every fold model (transfer, section 2.3.3).
-    device : str or torch.device
+    device : str or torch.device, optional
+        Default: the task's (see :func:`fit_model`).
     on_epoch : callable, optional
         ``on_epoch(fold, epoch, train_loss, val_loss)`` after each epoch of each fold.
 
@@ -573,19 +578,21 @@ def resolve_mode(mode: str, cnn_config: CNNConfig, n_bands: int) -> str:
 
 
 def train_splits(X, y, splits: list[Split], cnn_config: CNNConfig, train_config: TrainConfig, seeds: list[int], *,
-                 frozen_blocks: int = 0, mode: str = "auto", device="cpu",
+                 frozen_blocks: int = 0, mode: str = "auto", device=None,
                  on_epoch: EpochCallback | None = None) -> list[EarlyStopping]:
     """Train one model per split (its own rows, validation, seed and initial weights), each with early stopping
     on its validation rows: the building block of cross-validation (one split per fold) and of the nested
     designs of a study (one split per inner fold of every outer fold, :mod:`dtl_dist.nn.nested`).
 
     ``mode`` trains the models together (``"vectorised"``, :mod:`dtl_dist.nn.stacked`) or one after another
-    (``"sequential"``); ``on_epoch(model, epoch, train_loss, val_loss)``. Returns one :class:`EarlyStopping`
-    per split holding the kept weights (``state``) and the loss curves.
+    (``"sequential"``); ``on_epoch(model, epoch, train_loss, val_loss)``. ``device`` (default: the task's,
+    :func:`dtl_dist.devices.task_device`) holds the models, data, row indices and generators. Returns one
+    :class:`EarlyStopping` per split holding the kept weights (``state``, on the CPU) and the loss curves.
     """
     X, y = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.float32)
     n_bands = X.shape[1]
     _check_configs(cnn_config, train_config, n_bands)
+    device = resolve_device(device)
     mode = resolve_mode(mode, cnn_config, n_bands)
     models, generators = zip(*(_new_model(cnn_config, n_bands, seed, split.init_state, frozen_blocks, device,
                                           X[split.train], y[split.train]) for split, seed in zip(splits, seeds)))

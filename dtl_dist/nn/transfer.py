@@ -11,7 +11,8 @@ the smallest RMSE on the n local data (section 2.3.4), which cuts the models to 
 The data come as a nested design (:mod:`dtl_dist.nn.nested`): :func:`with_base_models` picks the base model
 of every outer split from that split's own labelled local samples, and :func:`transfer_representations`
 trains every candidate depth on every split and picks, per split, the depth with the lowest inner RMSE. The
-candidates are independent; they run through ``map_blocks(fn, blocks, shared=())`` (default: in-process;
+(depth, outer split) pairs are independent tasks, like the trials of a search; they run through
+``map_blocks(fn, blocks, shared=())`` (default: in-process;
 ``dtl_dist.engines.ray.map_blocks`` spreads them over a Ray cluster). The result does not depend on who runs
 them.
 
@@ -77,7 +78,8 @@ def freeze_depths(cnn_config: CNNConfig) -> list[int]:
 
 @dataclass(frozen=True)
 class _Candidate:
-    """One freeze depth, shipped to whoever runs it (the design goes once, as a shared object)."""
+    """One freeze depth, shipped with each outer split to whoever runs it (the design goes once, as a shared
+    object)."""
 
     freeze_depth: int
     cnn_config: CNNConfig
@@ -85,9 +87,11 @@ class _Candidate:
     mode: str
 
 
-def _fit_candidate(candidate: _Candidate, design: Design) -> DesignFit:
-    return fit_design(design, candidate.cnn_config, candidate.train_config, frozen_blocks=candidate.freeze_depth,
-                      mode=candidate.mode)
+def _fit_candidate(block: tuple, design: Design) -> DesignFit:
+    """One freeze depth on one outer split of the design (a task)."""
+    candidate, split = block
+    return fit_design(design.split(split), candidate.cnn_config, candidate.train_config,
+                      frozen_blocks=candidate.freeze_depth, mode=candidate.mode)
 
 
 @dataclass
@@ -134,7 +138,7 @@ def transfer_representations(design: Design, cnn_config: CNNConfig, train_config
     train_config : training settings of the retraining (default: :class:`TrainConfig` defaults).
     depths : candidate ``freeze_depth`` values (default: :func:`freeze_depths`).
     mode : fold training mode (see :func:`~dtl_dist.nn.trainer.train_splits`).
-    map_blocks : ``map_blocks(fn, blocks, shared=()) -> list`` running the candidates.
+    map_blocks : ``map_blocks(fn, blocks, shared=()) -> list`` running one task per (depth, outer split).
 
     Returns
     -------
@@ -148,8 +152,10 @@ def transfer_representations(design: Design, cnn_config: CNNConfig, train_config
     if not depths or bad:
         raise UserInputError(f"freeze depths {bad or depths}: expected values in 0..{cnn_config.n_blocks - 1} "
                              "(the output block trains)")
-    candidates = [_Candidate(d, cnn_config, train_config, mode) for d in depths]
-    fits = dict(zip(depths, map_blocks(_fit_candidate, candidates, shared=(design,))))
+    n_splits = len(design.splits)
+    blocks = [(_Candidate(d, cnn_config, train_config, mode), s) for d in depths for s in range(n_splits)]
+    parts = map_blocks(_fit_candidate, blocks, shared=(design,))
+    fits = {d: DesignFit.join(parts[i * n_splits:(i + 1) * n_splits]) for i, d in enumerate(depths)}
     chosen = choose_per_split({d: fit.inner_rmse for d, fit in fits.items()})
     if chosen[-1] is None:
         raise UserInputError("transfer: every freeze depth diverged (NaN RMSE); lower the learning rate")

@@ -9,7 +9,8 @@ model that fits that split's local samples best and picks the freeze depth per s
 paper's depths (front blocks fixed, section 2.3.3) and depth 0 (every block retrained from the library weights,
 i.e. fine-tuning): on a site far from the library (CV.98's field-moist scans) the fixed front blocks alone
 compressed the estimates, and the choice by inner RMSE decides per split. Trials and depth candidates run as
-tasks of the study's Ray engine.
+tasks of the study's Ray engine, each with ``--cpus-per-trial`` CPUs and ``--gpus-per-trial`` GPUs (a transfer:
+one task per freeze depth and outer split).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def search_stage(ctx: StudyContext, name: str, design: Design, directory: Path, 
     config = ctx.config
     space = default_space()
     data = TuneData.of(design, wavelengths=ctx.data.wavelengths, source=what)
-    runner = CandidateRunner(directory / "trials", map_blocks=ctx.task_map,
+    runner = CandidateRunner(directory / "trials", map_blocks=ctx.tasks(name),
                              starters=starters(config.budget, space, design.X.shape[1], design.final.train.size),
                              progress=lambda line: ctx.echo(f"{name}: {line}"))
     result = tune(data, space, trials=config.trials, runner=runner, seed=config.seed, mode="auto",
@@ -79,7 +80,7 @@ def search_stage(ctx: StudyContext, name: str, design: Design, directory: Path, 
     n_train = design.final.train.size
     if library is not None and not library.in_memory:
         chosen_model = stream_library_model(ctx, library, space.to_config(best.params, seed=config.seed),
-                                            directory / "streamed_model")
+                                            directory / "streamed_model", name)
         predictions = [load_model(chosen_model).predict_folds(ctx.data.local_absorbance).mean(0)]
         n_train = library.size
     model = ctx.keep_model(name, chosen_model)
@@ -100,13 +101,13 @@ def _stream_fold(fold: int, ref, folds: np.ndarray, configs: tuple, validation_r
     return {"state": fit.state_dict, "rmse": float(np.sqrt(min(fit.val_loss))) if fit.val_loss else np.nan}
 
 
-def stream_library_model(ctx: StudyContext, library: Source, configs: tuple, directory: Path) -> Path:
+def stream_library_model(ctx: StudyContext, library: Source, configs: tuple, directory: Path, name: str) -> Path:
     """Train the fold models of a library 1D-CNN on the whole library with the streamed trainer (one Ray task per
     fold; paper section 2.3.1) and save them as a model directory."""
     config = ctx.config
     folds = kfold_assignment(library.size, config.inner_folds, config.seed)
     validation_rows = [np.flatnonzero(folds == f) for f in range(config.inner_folds)]
-    fits = ctx.task_map(_stream_fold, range(config.inner_folds),
+    fits = ctx.tasks(name)(_stream_fold, range(config.inner_folds),
                         shared=(library.view.ref(), folds, configs, validation_rows, config.seed, config.target))
     return save_model(directory, configs[0], [f["state"] for f in fits], wavelengths=ctx.data.wavelengths,
                       fold_rmse=[f["rmse"] for f in fits], overwrite=True,
@@ -129,7 +130,7 @@ def transfer_stage(ctx: StudyContext, name: str, base: str, design: Design, dire
                           patience=min(retrain.patience, ctx.config.max_epochs))
     depths = [0, *freeze_depths(library_model.cnn_config)]
     result = transfer_representations(design, library_model.cnn_config, retrain, depths=depths,
-                                      map_blocks=ctx.task_map)
+                                      map_blocks=ctx.tasks(name))
     model_dir = directory / "model"
     save_model(model_dir, library_model.cnn_config, result.final_states, wavelengths=ctx.data.wavelengths,
                fold_rmse=result.fits[result.freeze_depth].fold_rmse[-1], overwrite=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from dtl_dist.engines.ray import check_request
 from dtl_dist.errors import UserInputError
 from dtl_dist.study.intervals import check_level
 
@@ -46,6 +47,9 @@ class StudyConfig:
         in-process; ``threads`` per worker, or of this process in-process; ``jobqueue`` a dask-jobqueue YAML).
     ray_address : Ray cluster of the searches and transfers (None: a local Ray).
     cpus : CPUs of a local Ray (None: all).
+    cpus_per_trial, gpus_per_trial : resources of every CNN search trial and transfer task (0.25 GPUs: four
+        tasks share a GPU); a request no Ray node can meet stops the study before any work.
+    cpu_fallback : with ``gpus_per_trial`` on a Ray cluster without GPUs, run on CPU (with a warning).
     resume : continue the run in ``out``.
     only : run only these kinds of stage (rslocal, search, transfer, baseline), e.g. one kind per cluster job.
     level : coverage level of the prediction intervals (:mod:`dtl_dist.study.intervals`).
@@ -78,6 +82,9 @@ class StudyConfig:
     address: str | None = None
     ray_address: str | None = None
     cpus: int | None = None
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    cpu_fallback: bool = False
     resume: bool = False
     only: tuple | None = None
     level: float = 0.9
@@ -91,6 +98,7 @@ class StudyConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, BUDGETS[self.budget][name])
         check_level(self.level)
+        check_request(self.cpus_per_trial, self.gpus_per_trial)
         if self.only is not None:
             unknown = sorted(set(self.only) - set(STAGE_KINDS))
             if unknown or not self.only:

@@ -26,6 +26,8 @@ class StudyContext:
     ----------
     config, data, out : the options, the data and the run directory.
     task_map : runs CNN trials and transfer candidates (Ray tasks, or in-process).
+    stage_map : ``stage_map(stage name) -> task_map`` whose tasks are recorded under that stage (RUN/tasks.jsonl);
+        None: ``task_map`` for every stage.
     rslocal_engine : holds RS-LOCAL's groups (Dask actors, or in-process; None: in-process).
     echo : progress lines.
     """
@@ -36,6 +38,11 @@ class StudyContext:
     task_map: Callable = serial_map
     rslocal_engine: object | None = None
     echo: Callable[[str], None] = print
+    stage_map: Callable[[str], Callable] | None = None
+
+    def tasks(self, stage: str) -> Callable:
+        """The map that runs stage ``stage``'s CNN trials and transfer tasks."""
+        return self.task_map if self.stage_map is None else self.stage_map(stage)
 
     def model_dir(self, name: str) -> Path:
         return self.out / MODELS_DIR / name

@@ -14,6 +14,7 @@ Run directory::
     data/site.zarr        the site with its Kennard-Stone split (when the given site had none)
     stages/NAME/          each stage's outputs and stage.json (its key, summary and wall time)
     models/NAME/          every model, loadable without Ray or Dask (predicts from absorbance spectra)
+    tasks.jsonl           where each CNN task ran: stage, node, GPU ids, device, start/end (study.task_log)
     metrics.csv, predictions.csv, cv_predictions.csv
 """
 
@@ -40,6 +41,7 @@ from dtl_dist.study.data import load_study_data
 from dtl_dist.study.evaluate import write_results
 from dtl_dist.study.models import ModelSpec, models_for
 from dtl_dist.study.stages import Stage, locked, plan_stages, run_stages, stage_dir
+from dtl_dist.study.task_log import TASKS_FILE, TaskLog
 
 STUDY_FILE = "study.json"
 
@@ -133,10 +135,13 @@ def _run_model(ctx: StudyContext, spec: ModelSpec, directory: Path) -> dict:
     return baselines.mbl_stage(ctx, spec.name, _design(ctx, spec), directory)
 
 
-def _engines(config: StudyConfig, stack: ExitStack, kinds: set) -> tuple[Callable | None, Callable | None]:
-    """(task_map on Ray, RS-LOCAL's engine on Dask or in-process); an engine that no stage left to run
-    (of ``kinds``) uses is not started."""
-    task_map = None
+def _engines(config: StudyConfig, stack: ExitStack, kinds: set, out: Path,
+             echo: Callable[[str], None]) -> tuple[Callable | None, Callable | None]:
+    """(stage name -> task map on Ray, RS-LOCAL's engine on Dask or in-process); an engine that no stage left to
+    run (of ``kinds``) uses is not started. Every CNN trial and transfer task gets ``--cpus-per-trial`` CPUs and
+    ``--gpus-per-trial`` GPUs, checked against the Ray nodes here, before any work; its record goes to
+    ``RUN/tasks.jsonl`` (:mod:`dtl_dist.study.task_log`)."""
+    stage_map = None
     if {"search", "transfer"} & set(kinds):
         from dtl_dist.engines import ray as ray_engine
 
@@ -144,18 +149,23 @@ def _engines(config: StudyConfig, stack: ExitStack, kinds: set) -> tuple[Callabl
         ray = ray_engine.init(config.ray_address, config.cpus)
         if started:
             stack.callback(ray.shutdown)
-        task_map = ray_engine.map_blocks(num_cpus=1)
+        cpus, gpus = ray_engine.trial_resources(config.cpus_per_trial, config.gpus_per_trial,
+                                                allow_cpu_fallback=config.cpu_fallback, warn=echo)
+        log = TaskLog(out / TASKS_FILE)
+
+        def stage_map(name: str) -> Callable:
+            return ray_engine.map_blocks(num_cpus=cpus, num_gpus=gpus, on_task=log.for_stage(name))
     if "rslocal" not in kinds:
-        return task_map, None
+        return stage_map, None
     if not (config.workers or config.scheduler_file or config.address or config.jobqueue):
-        return task_map, LocalShards(config.threads)
+        return stage_map, LocalShards(config.threads)
     from dtl_dist.engines import dask as dask_engine
 
     client = dask_engine.client(scheduler_file=config.scheduler_file, address=config.address,
                                 n_workers=config.workers or None, threads_per_worker=config.threads or 1,
                                 jobqueue=config.jobqueue)
     stack.callback(client.close)
-    return task_map, dask_engine.ShardEngine(client)
+    return stage_map, dask_engine.ShardEngine(client)
 
 
 def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> dict:
@@ -184,21 +194,25 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         if fresh:  # the site's split copy is all a failed start may have written
             remove_path(out)
         raise
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    coverage = site_coverage(data, config.k)
-    write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
-                                  "inputs": inputs, "coverage": coverage, "dtl_dist_version": __version__,
-                                  "command": " ".join(sys.argv), "started": now_iso()})
-    for note in data.notes:
-        echo(f"note: {note}")
-    echo(f"study of {config.site}: n = {data.local_y.size} local_labelled ({data.n_outer} outer folds), "
-         f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
-         + ("" if data.country is None else f", country library {data.country.size}"))
-    echo(f"library coverage: {coverage['verdict']}")
     with ExitStack() as stack:
-        task_map, ctx.rslocal_engine = _engines(config, stack, kinds)
-        ctx.task_map = task_map or serial_map
+        try:  # a resource request no Ray node can meet stops here, before any work
+            ctx.stage_map, ctx.rslocal_engine = _engines(config, stack, kinds, out, echo)
+        except UserInputError:
+            if fresh:
+                remove_path(out)
+            raise
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        coverage = site_coverage(data, config.k)
+        write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
+                                      "inputs": inputs, "coverage": coverage, "dtl_dist_version": __version__,
+                                      "command": " ".join(sys.argv), "started": now_iso()})
+        for note in data.notes:
+            echo(f"note: {note}")
+        echo(f"study of {config.site}: n = {data.local_y.size} local_labelled ({data.n_outer} outer folds), "
+             f"N - n = {data.test_ids.size} local_test; library {data.library.size} samples"
+             + ("" if data.country is None else f", country library {data.country.size}"))
+        echo(f"library coverage: {coverage['verdict']}")
         summaries = run_stages(stages, out, options, only=config.only, echo=echo)
     specs = models_for(data.country is not None)
     waiting = [spec.name for spec in specs if spec.name not in summaries]

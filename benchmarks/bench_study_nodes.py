@@ -2,7 +2,7 @@
 
 The main job's study (``dtl demo``'s stores: the LimeSoDa vis-NIR sites other than ``--site``, plus the Geeves NSW
 library when ``DTL_DATA`` holds it; country SE; quick budget) first runs its RS-LOCAL and baseline stages
-in-process once; then, for each node count, a copy of that run directory resumes with ``--only search,transfer``
+in-process once (the site split by Kennard-Stone, n = 30, in its store); then, for each node count, a copy of that run directory resumes with ``--only search,transfer``
 on a Ray cluster of that many loopback nodes (``cluster/local/ray_nodes.py``: ``ray start`` as the job scripts
 start it, ``--cpus-per-node`` CPUs each), with ``--gpus-per-trial`` (logical GPUs per node with
 ``--gpus-per-node``; 0: CPU tasks as the 2-core default). Printed per layout: wall time of the CNN stages, CNN
@@ -31,6 +31,7 @@ from dtl_dist.engines import ray as ray_engine  # noqa: E402
 from dtl_dist.study.config import StudyConfig  # noqa: E402
 from dtl_dist.study.main_job import MainJob, stores  # noqa: E402
 from dtl_dist.study.run import run_study  # noqa: E402
+from dtl_dist.study.select_local import select_local  # noqa: E402
 from dtl_dist.study.task_log import read_tasks  # noqa: E402
 
 CNN_KINDS = ("search", "transfer")
@@ -53,6 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     library, site = stores(MainJob(out=str(args.out), site=args.site), print)
+    select_local(site, 30)  # the split in the site store: every copy of the run reads the same inputs
     base = dict(library=str(library), site=str(site), country="SE", workers=0)
     prep = args.out / "prep"
     start = time.perf_counter()

@@ -43,9 +43,9 @@ from dtl_dist.spectra.preprocess import SNV
 from dtl_dist.study.task_log import read_tasks
 
 FULL = dict(pls_subsets=8192, pls_m=100, pls_ncomp=10, trials=40, folds=10, samples=130, max_epochs=100,
-            library=5_000, stage_trials=8, stage_epochs=20)
-DRY = dict(pls_subsets=64, pls_m=30, pls_ncomp=4, trials=4, folds=3, samples=40, max_epochs=2,
-           library=300, stage_trials=2, stage_epochs=2)
+            library=5_000, stage=dict(trials=8, max_epochs=20))
+DRY = dict(pls_subsets=64, pls_m=30, pls_ncomp=4, trials=4, folds=3, samples=40, max_epochs=2, library=200,
+           stage=dict(trials=2, max_epochs=2, n_local=15, k=20, subset=20, b=4, ncomp=3, cv_folds=2, inner_folds=2))
 
 
 class GpuSampler:
@@ -146,9 +146,9 @@ def stage_check(size: dict, gpus_per_trial: float, folder: Path) -> dict:
     from dtl_dist.study.run import run_study
 
     write_library(folder / "lib.zarr", size["library"], seed=5)
-    write_site(folder / "site.zarr", 120, seed=6)
+    write_site(folder / "site.zarr", 60, seed=6)
     base = dict(library=str(folder / "lib.zarr"), site=str(folder / "site.zarr"), out=str(folder / "run"),
-                trials=size["stage_trials"], max_epochs=size["stage_epochs"], workers=0)
+                workers=0, **size["stage"])
     run_study(StudyConfig(only=("rslocal",), **base), echo=lambda line: None)
     start = time.perf_counter()
     run_study(StudyConfig(only=("search",), resume=True, gpus_per_trial=gpus_per_trial, **base), echo=print)
@@ -159,7 +159,7 @@ def stage_check(size: dict, gpus_per_trial: float, folder: Path) -> dict:
     tasks = read_tasks(run)
     site = make_library(10, seed=7)
     prediction = load_model(run / "models" / "Global").predict(site.spectra)
-    return {"library": size["library"], "trials_per_search": size["stage_trials"], "wall_s": wall,
+    return {"library": size["library"], "trials_per_search": size["stage"]["trials"], "wall_s": wall,
             "stage_s": stages, "tasks": len(tasks), "devices": sorted({t["device"] for t in tasks}),
             "reloaded_prediction_finite": bool(np.isfinite(prediction).all())}
 
@@ -183,6 +183,8 @@ def main() -> None:
     print(f"PLS: {report['pls']}", flush=True)
     import ray
 
+    for key, value in (ray_engine.QUIET_ENV | ray_engine.LOOPBACK_ENV).items():
+        os.environ.setdefault(key, value)
     ray.init(num_cpus=os.cpu_count(), num_gpus=gpus, include_dashboard=False, log_to_driver=False,
              object_store_memory=512 * 2**20, configure_logging=False)  # dry run: one logical GPU
     try:

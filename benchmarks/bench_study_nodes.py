@@ -1,7 +1,8 @@
 """bench_study_nodes: the study's CNN stages (searches and transfers) on 1 and 2 Ray nodes, back to back (issue 19).
 
 The main job's study (``dtl demo``'s stores: the LimeSoDa vis-NIR sites other than ``--site``, plus the Geeves NSW
-library when ``DTL_DATA`` holds it; country SE; quick budget) first runs its RS-LOCAL and baseline stages
+library when ``DTL_DATA`` holds it; country SE; quick budget, or smaller with ``--trials``, ``--cv-folds``,
+``--inner-folds``, ``--max-epochs``) first runs its RS-LOCAL and baseline stages
 in-process once (the site split by Kennard-Stone, n = 30, in its store); then, for each node count, a copy of that run directory resumes with ``--only search,transfer``
 on a Ray cluster of that many loopback nodes (``cluster/local/ray_nodes.py``: ``ray start`` as the job scripts
 start it, ``--cpus-per-node`` CPUs each), with ``--gpus-per-trial`` (logical GPUs per node with
@@ -11,6 +12,7 @@ the first layout's (same seed, any layout: the same models). Worker start-up (to
 part of the wall time, as it is of a study's.
 
 Usage: DTL_DATA=/path python benchmarks/bench_study_nodes.py [--nodes 1 2] [--cpus-per-node 1] [--out DIR]
+       [--trials 2 --cv-folds 2 --inner-folds 3 --max-epochs 20]
 """
 
 from __future__ import annotations
@@ -50,12 +52,17 @@ def main() -> None:
     parser.add_argument("--gpus-per-node", type=int, default=0, help="logical GPUs of each Ray node")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
     parser.add_argument("--site", default="UL.120")
+    parser.add_argument("--trials", type=int, default=None, help="trials per search (default: the quick budget's)")
+    parser.add_argument("--cv-folds", type=int, default=5)
+    parser.add_argument("--inner-folds", type=int, default=10)
+    parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/study_nodes"))
     args = parser.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     library, site = stores(MainJob(out=str(args.out), site=args.site), print)
     select_local(site, 30)  # the split in the site store: every copy of the run reads the same inputs
-    base = dict(library=str(library), site=str(site), country="SE", workers=0)
+    base = dict(library=str(library), site=str(site), country="SE", workers=0, trials=args.trials,
+                cv_folds=args.cv_folds, inner_folds=args.inner_folds, max_epochs=args.max_epochs)
     prep = args.out / "prep"
     start = time.perf_counter()
     run_study(StudyConfig(out=str(prep), only=("rslocal", "baseline"), **base), echo=lambda line: None)

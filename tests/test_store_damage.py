@@ -163,6 +163,29 @@ def test_a_damaged_chunk_in_a_worker_names_the_chunk(stores):
         ref.spectra(np.array([5, 150]))
 
 
+def _read_rows(rows, ref):
+    return ref.spectra(np.asarray(rows))
+
+
+def test_a_damaged_chunk_read_in_a_ray_task_is_the_same_one_line(stores, ray_session):
+    """The study's Ray tasks read stores by path too; the task's user error reaches the CLI as its one line."""
+    import sys
+
+    from ray import cloudpickle as ray_cloudpickle
+
+    from dtl_dist.engines.ray import map_blocks
+
+    ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    ref = SpectralLibrary.open(stores / "lib.zarr").ref()
+    truncate(stores / "lib.zarr" / "spectra" / "c" / "2" / "0")
+    ray_map = map_blocks(retries=0)
+    assert [b.shape for b in ray_map(_read_rows, [[0, 1], [150]], shared=(ref,))] == [(2, 106), (1, 106)]
+    with pytest.raises(StoreDamaged) as caught:
+        ray_map(_read_rows, [[0], [250]], shared=(ref,))
+    assert str(caught.value).startswith(f"{ref.path}: array spectra, chunk c/2/0: unreadable")
+    assert "\n" not in str(caught.value)
+
+
 def test_a_store_without_integrity_record_opens_with_a_note(stores):
     """A store written before this version (no ``integrity`` attribute, no checksums) still opens."""
     site = stores / "site.zarr"

@@ -309,8 +309,13 @@ def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2, on
         for key in set(sent) - {id(obj) for obj in shared}:
             del sent[key]
         slots[:] = slots or node_slots(num_cpus, num_gpus)
-        done = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            slots[next(turn) % len(slots)], soft=True)).remote(fn, threads, block, *refs) for block in blocks])
+        try:
+            done = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                slots[next(turn) % len(slots)], soft=True)).remote(fn, threads, block, *refs) for block in blocks])
+        except ray.exceptions.RayTaskError as exc:  # a user error in a task (e.g. a damaged store chunk): its line
+            if isinstance(exc.cause, UserInputError):
+                raise exc.cause from None
+            raise
         if on_task is not None:
             for number, (_, record) in enumerate(done):
                 on_task({"fn": getattr(fn, "__qualname__", str(fn)), "block": number, **record})

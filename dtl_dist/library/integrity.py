@@ -16,10 +16,12 @@ error) naming the store, the array and the chunk. Stores written before carry no
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 from zarr.storage import LocalStore
@@ -64,18 +66,19 @@ class VerifiedStore(LocalStore):
         return buffer
 
 
-def open_group(path: Path, mode: str = "r"):
-    """The store's root group, read through :class:`VerifiedStore` when the store has an integrity record.
+def open_group(path: Path, attrs: dict | None = None):
+    """The store's root group for reading, through :class:`VerifiedStore` when the store's attributes (``attrs``,
+    read here when not given) hold the integrity record.
 
     Returns (group, verified). An unverified store is opened as before and warned about (:class:`UnverifiedStore`).
     """
-    group = zarr.open_group(str(path), mode=mode)
-    verified = group.attrs.get(ATTRIBUTE) == RECORD
-    if verified and mode == "r":
-        group = zarr.open_group(store=VerifiedStore(path, read_only=True), mode="r")
-    elif not verified:
+    if attrs is None:
+        attrs = dict(zarr.open_group(str(path), mode="r").attrs)
+    verified = attrs.get(ATTRIBUTE) == RECORD
+    if not verified:
         warnings.warn(f"{path}: {UNVERIFIED}", UnverifiedStore, stacklevel=3)
-    return group, verified
+        return zarr.open_group(str(path), mode="r"), False
+    return zarr.open_group(store=VerifiedStore(path, read_only=True), mode="r"), True
 
 
 def read(array, root, selection, *, orthogonal: bool = False):
@@ -86,21 +89,30 @@ def read(array, root, selection, *, orthogonal: bool = False):
     except StoreDamaged:
         raise
     except Exception:
-        damage = _first_damage(array, root)
+        damage = _first_damage(array, root, row_chunks=_row_chunks(array, selection))
         if damage is None:
             raise
         raise damage from None
+
+
+def _row_chunks(array, selection) -> set[int]:
+    """The chunks along the rows (axis 0) that a selection of rows touches."""
+    size = array.chunks[0]
+    if isinstance(selection, slice):
+        start, stop, _ = selection.indices(array.shape[0])
+        return set(range(start // size, (max(stop, start + 1) - 1) // size + 1))
+    return set((np.asarray(selection, dtype=np.int64) % max(array.shape[0], 1) // size).tolist())
 
 
 def _chunks(array):
     return itertools.product(*(range(n) for n in array.cdata_shape))
 
 
-def _first_damage(array, root, *, verified: bool = False, first_row: int = 0) -> StoreDamaged | None:
-    """The first chunk of ``array`` (holding rows ``first_row:``) that is missing (``verified`` stores only) or
-    fails to decode."""
+def _first_damage(array, root, *, verified: bool = False, row_chunks=None) -> StoreDamaged | None:
+    """The first chunk of ``array`` (among ``row_chunks`` along the rows; None: all) that is missing
+    (``verified`` stores only) or fails to decode."""
     for coords in _chunks(array):
-        if (coords[0] + 1) * array.chunks[0] <= first_row:
+        if row_chunks is not None and coords[0] not in row_chunks:
             continue
         key = f"{array.path}/{array.metadata.encode_chunk_key(coords)}"
         if verified and not os.path.exists(Path(root) / key):
@@ -137,8 +149,9 @@ def verify(group, root, verified: bool, *, first_row: int = 0) -> int:
     one is a :class:`StoreDamaged`. Returns the number of chunks decoded."""
     count = 0
     for array in _arrays(group):
-        damage = _first_damage(array, root, verified=verified, first_row=first_row)
+        row_chunks = set(range(first_row // array.chunks[0], array.cdata_shape[0]))
+        damage = _first_damage(array, root, verified=verified, row_chunks=row_chunks)
         if damage is not None:
             raise damage
-        count += sum((coords[0] + 1) * array.chunks[0] > first_row for coords in _chunks(array))
+        count += len(row_chunks) * math.prod(array.cdata_shape[1:])
     return count

@@ -536,7 +536,7 @@ def _open_group(path: Path):
         raise UserInputError(f"{path}: not a dtl-dist spectral library (attribute schema={attrs.get('schema')!r})")
     if attrs.get("schema_version", 0) > SCHEMA_VERSION:
         raise UserInputError(f"{path}: schema version {attrs['schema_version']} is newer than this dtl-dist")
-    group, verified = integrity.open_group(path)
+    group, verified = integrity.open_group(path, attrs)
     try:
         n = group["spectra"].shape[0]
         bands = group["wavelengths"].shape[0]

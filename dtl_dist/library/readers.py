@@ -217,8 +217,9 @@ def csv_reader(path, *, target=None, id_column=None, meta=None) -> TableReader:
         # every column is parsed (not usecols), so a row with more fields than the header is an error
         dtype = {id_column: str} if id_column else None
         try:
-            for frame in pd.read_csv(path, dtype=dtype, chunksize=rows, skipinitialspace=True, encoding="utf-8-sig"):
-                yield frame[columns]
+            with pd.read_csv(path, dtype=dtype, chunksize=rows, skipinitialspace=True, encoding="utf-8-sig") as chunks:
+                for frame in chunks:
+                    yield frame[columns]
         except UnicodeDecodeError as exc:
             raise _not_utf8(path, exc) from None
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:

@@ -16,6 +16,7 @@ Each output file is written to a temporary sibling and renamed into place.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from dtl_dist.errors import UserInputError
@@ -87,7 +88,8 @@ def run_tune(store, out, *, trials: int = 200, folds: int = 10, seed: int = 0, t
     space = space or default_space()
     runner = TuneRunner(out / "ray", name=EXPERIMENT, address=address, cpus_per_trial=cpus_per_trial,
                         gpus_per_trial=gpus_per_trial, allow_cpu_fallback=cpu_fallback,
-                        max_concurrent=max_concurrent, resume=resume, progress=progress)
+                        max_concurrent=max_concurrent, resume=resume, progress=progress,
+                        warn=lambda line: print(line, file=sys.stderr))
     result = tune(data, space, trials=trials, runner=runner, seed=seed, grace_period=grace_period, mode=mode)
     write_outputs(result, out, space, seed)
     return result

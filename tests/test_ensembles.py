@@ -87,3 +87,20 @@ def test_an_ensemble_directory_predicts_the_weighted_sum_of_its_members(tmp_path
     np.testing.assert_allclose(out.soc, expected, rtol=1e-5)
     np.testing.assert_allclose(out.soc_hi - out.soc, 0.3, rtol=1e-5)  # the ceil(6 * 0.5) = 3rd smallest |r|
 
+
+
+def test_the_recommendation_weighs_the_single_pick_by_its_nested_cv():
+    from dtl_dist.study.ensembles import single_pick_cv
+    from dtl_dist.study.evaluate import recommend
+
+    scores = {"a": 0.30, "b": 0.40, "mean-1SE": 0.35}
+    assert recommend(scores, ["mean-1SE"], single_pick=0.38) == "mean-1SE"
+    assert recommend(scores, ["mean-1SE"], single_pick=0.34) == "a"
+    assert recommend(scores) == "a"
+    # 4 samples, 2 folds: on fold 1 model x is the better (errors 0 vs 1), so fold 0 is predicted by x (errors 2, 2);
+    # on fold 0 model z is the better (errors 0 vs 2), so fold 1 is predicted by z (errors 1, 1):
+    # nested RMSE sqrt((4 + 4 + 1 + 1) / 4)
+    y = np.zeros(4)
+    outer = np.array([0, 0, 1, 1])
+    predictions = {"x": np.array([2.0, 2.0, 0.0, 0.0]), "z": np.array([0.0, 0.0, 1.0, 1.0])}
+    assert single_pick_cv(predictions, y, outer) == pytest.approx(np.sqrt(10 / 4))

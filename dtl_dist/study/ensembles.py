@@ -10,7 +10,9 @@ practitioner could pick from the n labelled samples:
 - ``stack``: the weights, non-negative and summing to one, that minimise the squared error of the combined
   out-of-fold predictions (stacked regression, Breiman 1996).
 
-The candidates are every single model of the study. Each model's out-of-fold prediction of a sample of outer
+The candidates are every single model of the study. The recommendation compares like with like: the single model
+with the lowest cv_rmse enters it with the nested cv RMSE of that pick (:func:`single_pick_cv`), since the lowest
+of 14 cv_rmse is biased low by the pick itself, and the ensembles with their own nested cv_rmse. Each model's out-of-fold prediction of a sample of outer
 fold g was made by the model rebuilt without fold g (:mod:`dtl_dist.study.designs`). The ensemble's own
 ``cv_rmse`` is nested (:func:`nested`): for each outer fold f the rule is applied to the out-of-fold predictions
 and SOC of the samples of the *other* folds only, and the combination it gives is applied to fold f's
@@ -75,6 +77,22 @@ def simplex_stack(predictions: np.ndarray, y: np.ndarray, outer: np.ndarray | No
     b = np.concatenate([np.zeros(y.size), [lam]])
     w, _ = nnls(A, b, maxiter=50 * A.shape[1])
     return w / w.sum()
+
+
+def lowest_rmse(predictions: np.ndarray, y: np.ndarray, outer: np.ndarray | None = None) -> np.ndarray:
+    """Weight 1 on the model with the lowest RMSE on ``y`` (ties: the first): picking one model, as a rule."""
+    w = np.zeros(predictions.shape[1])
+    w[int(np.argmin(_rmse(predictions - y[:, None])))] = 1.0
+    return w
+
+
+def single_pick_cv(predictions: dict, y: np.ndarray, outer: np.ndarray) -> float:
+    """The nested cv RMSE of picking the single model with the lowest cv_rmse (:func:`lowest_rmse` under
+    :func:`nested`): the figure a single model's pick competes with the ensembles by. The lowest of many cv_rmse
+    is biased low by the pick itself (the winner's curse), the ensembles' nested ones are not."""
+    usable = [p for p in predictions.values() if np.all(np.isfinite(p))]
+    combined, _ = nested(lowest_rmse, np.column_stack(usable), y, outer)
+    return float(_rmse(combined - y))
 
 
 RULES = {"mean-1SE": within_one_se, "stack": simplex_stack}

@@ -3,7 +3,9 @@
 The paper picked its best model by the test RMSE; a practitioner has only the n labelled local samples. The
 recommendation (:func:`recommend`) reads nothing but each model's ``cv_rmse``: the RMSE of its out-of-fold
 predictions of the n labelled samples on the shared outer folds (for an ensemble, its nested out-of-fold
-predictions, :mod:`dtl_dist.study.ensembles`); the lowest wins, ensembles included. Only then are the N - n local_test samples
+predictions, :mod:`dtl_dist.study.ensembles`). The single model with the lowest wins unless an ensemble's is
+lower than the nested cv RMSE of that pick (the lowest of 14 cv_rmse is biased low by the pick itself; written to
+``choice.json``). Only then are the N - n local_test samples
 read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against
 the local 1D-CNN.
 
@@ -24,17 +26,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dtl_dist.library.atomic import atomic_path
+from dtl_dist.library.atomic import atomic_path, write_json
 from dtl_dist.metrics import delta_rmse, evaluate, rmse
 from dtl_dist.study.context import MODELS_DIR
 from dtl_dist.study.data import StudyData
 from dtl_dist.study.figures import observed_vs_estimated
 from dtl_dist.study.intervals import DEFAULT_LEVEL, coverage, half_width, save_calibration
-from dtl_dist.study.models import REFERENCE
+from dtl_dist.study.ensembles import single_pick_cv
+from dtl_dist.study.models import MODELS, REFERENCE
 
 COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "coverage",
            "interval_width", "recommended_model")
 RECOMMENDED = "recommended"
+CHOICE = "choice.json"
+"""How the recommendation was made: the nested cv RMSE of the single pick and of each ensemble."""
 
 
 def cv_rmse(local_y: np.ndarray, predictions: dict) -> dict:
@@ -42,10 +47,18 @@ def cv_rmse(local_y: np.ndarray, predictions: dict) -> dict:
     return {name: rmse(local_y, np.asarray(p, dtype=float)) for name, p in predictions.items()}
 
 
-def recommend(scores: dict) -> str:
-    """The model with the lowest ``cv_rmse`` (ties: the first in the study's order)."""
+def recommend(scores: dict, ensembles=(), single_pick: float | None = None) -> str:
+    """The model to use: the single model with the lowest ``cv_rmse`` (ties: the first in the study's order),
+    unless an ensemble's nested ``cv_rmse`` is lower than ``single_pick``, the nested cv RMSE of picking that
+    single model (:func:`dtl_dist.study.ensembles.single_pick_cv`); then the ensemble with the lowest."""
     finite = {name: value for name, value in scores.items() if math.isfinite(value)}
-    return min(finite, key=finite.get)
+    singles = {name: value for name, value in finite.items() if name not in ensembles}
+    best = min(singles, key=singles.get)
+    rivals = {name: finite[name] for name in ensembles if name in finite}
+    if not rivals:
+        return best
+    chosen = min(rivals, key=rivals.get)
+    return chosen if rivals[chosen] < (singles[best] if single_pick is None else single_pick) else best
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -59,7 +72,12 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
     (module docstring) and each model's calibration residuals beside it (``RUN/models/NAME``)."""
     names = list(summaries)
     scores = cv_rmse(data.local_y, {n: summaries[n]["cv_predictions"] for n in names})
-    chosen = recommend(scores)  # decided before local_test is read
+    ensembles = [m.name for m in MODELS if m.make == "ensemble" and m.name in summaries]
+    single_pick = single_pick_cv({n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in names
+                                  if n not in ensembles}, data.local_y, data.outer)
+    chosen = recommend(scores, ensembles, single_pick)  # decided before local_test is read
+    write_json(out / CHOICE, {"recommended": chosen, "single_pick_cv": single_pick,
+                              "ensembles_cv": {e: scores[e] for e in ensembles}})
     residuals = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) - data.local_y for n in names}
     for name in names:
         save_calibration(out / MODELS_DIR / name, residuals[name],

@@ -270,8 +270,14 @@ def write_report(run, *, echo=print) -> Path:
            f"the RMSE of its out-of-fold predictions of the {data.local_y.size} labelled local samples, each made by "
            f"a model rebuilt without that sample's outer fold ({data.n_outer} folds; every choice inside a fold "
            "made on its training part)")
-    sentence = (f"The recommended model is <b>{html.escape(recommended)}</b>: the lowest cv_rmse "
-                f"({row.cv_rmse:.3f} % SOC), {how}. The "
+    choice = json.loads((run / "choice.json").read_text()) if (run / "choice.json").is_file() else None
+    against = "" if choice is None else (
+        f" Against the ensembles it was compared by nested cv RMSE: picking the single model with the lowest "
+        f"cv_rmse scores {choice['single_pick_cv']:.3f} when the pick itself is made without the fold it predicts "
+        "(the lowest of many cv_rmse is biased low by the pick), "
+        + ", ".join(f"{html.escape(e)} {v:.3f}" for e, v in choice["ensembles_cv"].items()) + ".")
+    sentence = (f"The recommended model is <b>{html.escape(recommended)}</b>: cv_rmse "
+                f"{row.cv_rmse:.3f} % SOC, {how}.{against} The "
                 f"{len(predictions)} local_test samples were not read to choose it; on them it has RMSE "
                 f"{row.rmse:.3f}, ME {row.me:+.3f}, Lin's CCC {row.ccc:.2f} and its {config.level:.0%} intervals "
                 f"cover {row.coverage:.0%}.")

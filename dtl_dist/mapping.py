@@ -7,6 +7,10 @@ An algorithm with parallel work takes ``map_blocks(fn, blocks, shared=()) -> lis
 cluster once (and reused by later calls given the same object), a failed task is retried, and torch in a task
 uses only the task's threads (:func:`with_torch_threads`).
 
+A distributed map whose block was lost past its retries (its worker or node died every time) raises
+:class:`BlocksLost`, which carries the results of the other blocks, so an algorithm whose blocks are
+independent (a search's trials) can record the lost ones as failed and keep the rest.
+
 Torch threads. ``torch.set_num_threads`` sets the calling thread's OpenMP team size and the process-wide
 default that threads take at their first torch operation. A task thread therefore sets its count once, the
 first time it runs a task (reading the count first, so a later change of the default cannot reach it), and
@@ -18,6 +22,16 @@ from __future__ import annotations
 
 import sys
 from typing import Callable
+
+
+class BlocksLost(RuntimeError):
+    """Blocks of a distributed map that no worker finished: ``results`` in block order (None where lost) and
+    ``lost``: block index -> why (the engine's error, naming the worker or node)."""
+
+    def __init__(self, results: list, lost: dict):
+        self.results, self.lost = results, lost
+        first = next(iter(lost.values()))
+        super().__init__(f"{len(lost)} of {len(results)} blocks lost past their retries; first: {first}")
 
 
 def serial_map(fn: Callable, blocks, shared=()) -> list:

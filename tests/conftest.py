@@ -89,3 +89,38 @@ def ray_session():
              ignore_reinit_error=True)
     yield ray
     ray.shutdown()
+
+
+class KillWhenRunning:
+    """SIGKILL the first descendant of process ``root`` (default: this one) whose title starts with ``title`` (a
+    Ray worker sets ``ray::FUNCTION`` while it runs a task) as soon as one appears, from a watcher thread;
+    ``killed``: its process id (None until then). Only descendants: other people's Ray on the machine is theirs."""
+
+    def __init__(self, title: str, root: int | None = None, timeout_s: float = 120):
+        import threading
+
+        self.title, self.root, self.killed, self.timeout_s = title, root or os.getpid(), None, timeout_s
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        import signal
+        import time
+
+        import psutil
+
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                procs = psutil.Process(self.root).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for proc in procs:
+                try:
+                    if (proc.cmdline() or [""])[0].startswith(self.title):
+                        os.kill(proc.pid, signal.SIGKILL)
+                        self.killed = proc.pid
+                        return
+                except psutil.Error:
+                    continue
+            time.sleep(0.01)

@@ -197,3 +197,36 @@ def test_ray_tune_domains_stay_inside_the_space():
         flat = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in flat.items()}
         assert all(space.params[k].contains(v) for k, v in space.active(flat).items())
         space.to_config(flat)
+
+
+def test_a_trial_whose_ray_worker_is_killed_past_its_retries_is_marked_failed(ray_session, one_torch_thread, data,
+                                                                                tmp_path):
+    """A Ray worker SIGKILLed mid-trial with no retries left: that trial is an error trial ("worker lost") beside
+    the others, which finish; a rerun trains it and the search equals an unbroken in-process one. (A kill within
+    the retries is survived by the study: test_study's kill test.)"""
+    from conftest import KillWhenRunning
+    from dtl_dist.engines.ray import map_blocks
+    from dtl_dist.nn.search import CandidateRunner
+
+    data, _ = data
+    space = tiny_space(max_epochs=Int(40, 40), patience=Int(40, 40))  # trials of ~1 s: time to be killed in
+
+    def search(storage, map_fn=None):
+        runner = CandidateRunner(tmp_path / storage, **({} if map_fn is None else {"map_blocks": map_fn}))
+        result = tune(data, space, trials=2, runner=runner, seed=4)
+        return {t.trial_id: (t.status, t.rmse, t.reason) for t in result.trials}
+
+    unbroken = search("serial")
+    assert [s for s, _, _ in unbroken.values()] == ["complete"] * 2
+    killer = KillWhenRunning("ray::with_torch_threads")
+    lost = search("lost", map_blocks(retries=0))
+    assert killer.killed is not None
+    failed = [trial_id for trial_id, (status, _, _) in lost.items() if status == "error"]
+    assert len(failed) == 1, lost
+    assert lost[failed[0]][2].startswith("worker lost: WorkerCrashedError")
+    assert sorted(s for s, _, _ in lost.values()) == ["complete", "error"]
+    assert not (tmp_path / "lost" / failed[0] / "outcome.json").exists()
+    rerun = search("lost", map_blocks(retries=0))  # reads the finished trial back, trains the lost one
+    assert rerun.keys() == unbroken.keys()
+    for trial_id, (status, rmse, _) in rerun.items():
+        assert status == "complete" and rmse == pytest.approx(unbroken[trial_id][1], rel=1e-5)

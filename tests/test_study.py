@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from dtl_dist.study.models import MODELS
 from dtl_dist.study.predict import load_any
 from dtl_dist.study.run import run_study
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 NAMES = [m.name for m in MODELS]
 SMALL = dict(country="SE", n_local=15, k=30, trials=2, cv_folds=3, inner_folds=3, subset=30, b=8, ncomp=4,
@@ -227,26 +229,79 @@ def _cli(stores, out, *extra):
     return [sys.executable, "-m", "dtl_dist.cli", "study", *map(str, args), *extra]
 
 
-def test_a_study_killed_mid_search_resumes_to_the_same_metrics(study, stores, tmp_path):
-    out, result, _ = study
-    run = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_cli(stores, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+def _start(command, env):
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
-    trials = run / "stages" / "DTL-I_g" / "trials"
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(trials.glob("trial_*/outcome.json")):
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Dask and Ray processes
+
+
+def _read_until(proc, pattern: str) -> str:
+    """Lines of ``proc`` up to the first that matches ``pattern`` (pytest-timeout guards a silent process)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    raise AssertionError(f"{pattern!r} never came; the study said:\n{''.join(seen)[-3000:]}")
+
+
+def _end(proc) -> int:
+    """SIGKILL the study's process group (the driver, its Ray and Dask processes); its exit code."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     proc.wait(timeout=60)
-    assert list(trials.glob("trial_*/outcome.json")) and not (run / "metrics.csv").exists()
-    # killed mid-search: a search stage (DTL-I_g, or one running beside it) has trials but has not finished
-    assert any(not (stage / "stage.json").exists() for stage in (run / "stages").iterdir()
-               if list(stage.glob("trials/trial_*/outcome.json")))
-    resumed = subprocess.run(_cli(stores, run, "--resume"), capture_output=True, text=True, timeout=600, env=env)
+    proc.stdout.close()
+    return proc.returncode
+
+
+def _unfinished(run, stage_glob: str) -> list:
+    return [d.name for d in (run / "stages").glob(stage_glob) if not (d / "stage.json").exists()]
+
+
+def test_a_study_killed_in_every_stage_resumes_to_the_same_metrics(study, stores, tmp_path):
+    """SIGKILL during RS-LOCAL, a Ray worker SIGKILLed mid-trial (retried), SIGKILL during a transfer, while a
+    model directory and while metrics.csv are written: each `--resume` goes on, and the last one's metrics.csv
+    equals the unbroken run's. A second study on the folder meanwhile refuses at once."""
+    from conftest import KillWhenRunning
+
+    out, _, _ = study
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    resume = _cli(stores, run, "--resume")
+
+    proc = _start(_cli(stores, run), env)  # 1. killed during RS-LOCAL
+    _read_until(proc, r"rslocal:\w+: started")
+    assert _end(proc) == -signal.SIGKILL
+    assert _unfinished(run, "rslocal_*") and not (run / "metrics.csv").exists()
+
+    proc = _start(resume, env)  # 2. a Ray worker killed mid-trial, then the study during a transfer
+    killer = KillWhenRunning("ray::with_torch_threads", root=proc.pid)
+    _read_until(proc, r"(Local|Global|Country): started")
+    began = time.monotonic()
+    second = subprocess.run(resume, capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 2 and time.monotonic() - began < 60, second.stderr[-2000:]
+    assert second.stderr.strip() == (f"error: --out {run}: another dtl study (process {proc.pid}) is running in "
+                                     "this directory; wait for it to end or choose another --out")
+    _read_until(proc, r"DTL-I?R_\w: started")
+    assert _end(proc) == -signal.SIGKILL and killer.killed is not None
+    assert _unfinished(run, "DTL-*R_*") and not (run / "metrics.csv").exists()
+
+    for published in ("*/models/*", "*/metrics.csv"):  # 3, 4. killed between writing and renaming
+        proc = _start([sys.executable, str(ROOT / "tests" / "kill_at.py"), published, "dtl", *resume[3:]], env)
+        said = _read_until(proc, "kill_at: SIGKILL")
+        assert _end(proc) == -signal.SIGKILL
+        assert list(run.rglob(".*.tmp-*")), said[-2000:]
+    assert not (run / "metrics.csv").exists()
+
+    resumed = subprocess.run(resume, capture_output=True, text=True, timeout=600, env=env)  # 5. to the end
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "skipped" in resumed.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), pd.read_csv(out / "metrics.csv"))
+    assert "note: removed .metrics.csv.tmp-" in resumed.stderr and not list(run.rglob(".*.tmp-*"))
+    metrics = pd.read_csv(run / "metrics.csv")
+    pd.testing.assert_frame_equal(metrics, pd.read_csv(out / "metrics.csv"))
+    assert (metrics.failed_trials == 0).all()  # the killed worker's trial ran again
+    for trials in run.glob("stages/*/trials.csv"):
+        assert "error" not in set(pd.read_csv(trials).status), trials
 
 
 @pytest.mark.parametrize("case, message", [

@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 
 from dtl_dist.errors import UserInputError
-from dtl_dist.mapping import with_torch_threads
+from dtl_dist.mapping import BlocksLost, with_torch_threads
 
 QUIET_ENV = {
     "RAY_AUTH_MODE": "disabled",
@@ -275,7 +275,8 @@ def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2, on
 
     The same guarantees as :func:`dtl_dist.engines.dask.map_blocks`: each ``shared`` object goes into the
     object store once and is reused while later calls pass the same object (it must not be modified in
-    between); a task that raises, or whose worker dies, is retried ``retries`` times; torch in a task uses as
+    between); a task that raises, or whose worker dies, is retried ``retries`` times (blocks whose worker or
+    node died every time raise :class:`~dtl_dist.mapping.BlocksLost` once the others finished); torch in a task uses as
     many threads as the task has CPUs (one by default), so results do not depend on the worker layout. A task
     given GPUs trains on ``cuda`` where torch has it, else on the CPU (:mod:`dtl_dist.devices`). Consecutive
     tasks go to the nodes in turn (:func:`node_slots`; a node that dies passes its tasks on), so the trials of one
@@ -309,16 +310,25 @@ def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2, on
         for key in set(sent) - {id(obj) for obj in shared}:
             del sent[key]
         slots[:] = slots or node_slots(num_cpus, num_gpus)
-        try:
-            done = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-                slots[next(turn) % len(slots)], soft=True)).remote(fn, threads, block, *refs) for block in blocks])
-        except ray.exceptions.RayTaskError as exc:  # a user error in a task (e.g. a damaged store chunk): its line
-            if isinstance(exc.cause, UserInputError):
-                raise exc.cause from None
-            raise
+        futures = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            slots[next(turn) % len(slots)], soft=True)).remote(fn, threads, block, *refs) for block in blocks]
+        done, lost = [], {}
+        for i, ref in enumerate(futures):
+            try:
+                done.append(ray.get(ref))
+            except ray.exceptions.RayTaskError as exc:  # fn raised every time: a user error (e.g. a damaged store
+                if isinstance(exc.cause, UserInputError):  # chunk) as its line, else its own error
+                    raise exc.cause from None
+                raise
+            except ray.exceptions.RayError as exc:  # its worker or node died every time
+                done.append((None, None))
+                lost[i] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
         if on_task is not None:
             for number, (_, record) in enumerate(done):
-                on_task({"fn": getattr(fn, "__qualname__", str(fn)), "block": number, **record})
+                if record is not None:
+                    on_task({"fn": getattr(fn, "__qualname__", str(fn)), "block": number, **record})
+        if lost:
+            raise BlocksLost([result for result, _ in done], lost)
         return [result for result, _ in done]
 
     return ray_map

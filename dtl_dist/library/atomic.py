@@ -5,9 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
+
+
+TEMPORARY = re.compile(r"\..+\.tmp-[0-9a-f]{12}")
+"""Name of a :func:`temporary_sibling`."""
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -69,3 +74,13 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries (:func:`temporary_sibling`) that a killed writer left anywhere under ``folder``;
+    only for a folder no live process writes to (e.g. under a :class:`~dtl_dist.study.lock.RunLock`). Returns
+    what was removed."""
+    found = sorted(p for p in Path(folder).rglob(".*.tmp-*") if TEMPORARY.fullmatch(p.name))
+    for path in found:
+        remove_path(path)
+    return found

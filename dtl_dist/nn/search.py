@@ -37,7 +37,7 @@ import torch
 from dtl_dist.devices import resolve_device
 from dtl_dist.errors import UserInputError
 from dtl_dist.library.atomic import atomic_path, write_json
-from dtl_dist.mapping import serial_map
+from dtl_dist.mapping import BlocksLost, serial_map
 from dtl_dist.nn.model_dir import save_model
 from dtl_dist.nn.nested import Design, choose_per_split, fit_design
 from dtl_dist.nn.trainer import check_xy, resolve_mode
@@ -47,7 +47,8 @@ METRIC = "rmse"
 
 STATUSES = ("complete", "stopped", "rejected", "error")
 """complete: trained to the end on all folds; stopped: stopped early by the scheduler; rejected: the
-config cannot run (reason given, nothing trained); error: the trial raised (after its retries)."""
+config cannot run (reason given, nothing trained); error: the trial raised, or its worker died (after its
+retries; reason ``worker lost: ...``)."""
 
 CHECKPOINT_MODEL = "model"
 """Name of the model directory inside a complete trial's checkpoint."""
@@ -373,7 +374,9 @@ class CandidateRunner:
     draws from the space, up to ``settings.trials``; nothing adapts to the results, so the per-split choice
     over them (:meth:`SearchResult.per_split`) is a nested estimate that never saw a split's held-out
     samples. Each trial writes ``trial_NNNNN/outcome.json`` (and ``checkpoint/`` when complete) into
-    ``storage_path``; a rerun reads finished trials back instead of training them again.
+    ``storage_path``; a rerun reads finished trials back instead of training them again. A trial whose worker
+    died past the engine's retries (:class:`~dtl_dist.mapping.BlocksLost`) is an error trial of this run, and
+    tried again by a rerun.
 
     Parameters
     ----------
@@ -411,8 +414,12 @@ class CandidateRunner:
         blocks = list(enumerate(configs))
         outcomes = []
         for start in range(0, len(blocks), self.chunk):  # in chunks, to report progress between them
-            outcomes += self.map_blocks(_run_candidate, blocks[start:start + self.chunk],
-                                        shared=(trial, str(self.storage_path), self.device))
+            chunk = blocks[start:start + self.chunk]
+            try:
+                outcomes += self.map_blocks(_run_candidate, chunk, shared=(trial, str(self.storage_path), self.device))
+            except BlocksLost as exc:  # no outcome.json for a lost trial: a rerun of the search tries it again
+                outcomes += [_lost(self.storage_path, chunk[i], exc.lost[i]) if i in exc.lost else outcome
+                             for i, outcome in enumerate(exc.results)]
             if self.progress is not None:
                 done = [o["metrics"].get(METRIC, math.inf) for o in outcomes if o["metrics"].get("complete")]
                 self.progress(f"{len(outcomes)}/{len(blocks)} trials, best inner RMSE "
@@ -420,10 +427,21 @@ class CandidateRunner:
         return outcomes
 
 
+def _trial_dir(storage, number: int) -> Path:
+    return Path(storage) / f"trial_{number:05d}"
+
+
+def _lost(storage, block, reason: str) -> dict:
+    """The outcome of a trial whose worker died every time it ran: an error trial."""
+    number, params = block
+    return {"trial_id": _trial_dir(storage, number).name, "params": params, "metrics": {},
+            "error": f"worker lost: {reason}", "checkpoint": None}
+
+
 def _run_candidate(block, trial: Trial, storage: str, device: str | None) -> dict:
     """One trial of a :class:`CandidateRunner`, or its outcome read back when it finished before."""
     number, params = block
-    directory = Path(storage) / f"trial_{number:05d}"
+    directory = _trial_dir(storage, number)
     if (directory / "outcome.json").is_file():
         return json.loads((directory / "outcome.json").read_text())
     last: dict = {}

@@ -76,6 +76,10 @@ def search_stage(ctx: StudyContext, name: str, design: Design, directory: Path, 
         raise UserInputError(f"{name}: no trial of the search completed; see {directory / 'trials'}")
     table = result.table()
     table.to_csv(directory / "trials.csv", index=False)
+    failed = int((table.status == "error").sum())
+    if failed:
+        ctx.echo(f"{name}: {failed} of {len(table)} trials failed (raised, or their worker died past its retries); "
+                 f"the choice is among the others; see {directory / 'trials.csv'}")
     chosen_model = Path(best.checkpoint) / "model"
     n_train = design.final.train.size
     if library is not None and not library.in_memory:

@@ -13,7 +13,8 @@ Every model also gets a prediction interval at ``level`` calibrated on its out-o
 labelled samples (:mod:`dtl_dist.study.intervals`); local_test measures its coverage and width.
 
 Outputs: ``metrics.csv`` (one row per model and a row ``recommended`` repeating the recommended model's
-figures, named in ``recommended_model``), ``predictions.csv`` (local_test: sample id, observed, one column per
+figures, named in ``recommended_model``; ``failed_trials``: a 1D-CNN search's trials that raised or whose
+worker died past its retries, left out of the choice), ``predictions.csv`` (local_test: sample id, observed, one column per
 model and its interval ``NAME_lo``, ``NAME_hi``), ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions) and
 ``observed_vs_estimated.png`` (paper Fig. 4b for every model).
 """
@@ -35,8 +36,8 @@ from dtl_dist.study.intervals import DEFAULT_LEVEL, coverage, half_width, save_c
 from dtl_dist.study.ensembles import single_pick_cv
 from dtl_dist.study.models import MODELS, REFERENCE
 
-COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "coverage",
-           "interval_width", "recommended_model")
+COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "failed_trials",
+           "coverage", "interval_width", "recommended_model")
 RECOMMENDED = "recommended"
 CHOICE = "choice.json"
 """How the recommendation was made: the nested cv RMSE of the single pick and of each ensemble."""
@@ -93,6 +94,7 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
         rows.append({"model": name, "rmse": m.get("rmse", math.nan), "me": m.get("mean_error", math.nan),
                      "ccc": m.get("lins_ccc", math.nan), "r2": m.get("r2", math.nan), "rpiq": m.get("rpiq", math.nan),
                      "cv_rmse": scores[name], "n_train": summaries[name]["n_train"],
+                     "failed_trials": summaries[name].get("trials", {}).get("error", 0),
                      "coverage": coverage(observed, *bounds[name]), "interval_width": 2 * widths[name],
                      "recommended_model": ""})
     reference = next(r["rmse"] for r in rows if r["model"] == REFERENCE)

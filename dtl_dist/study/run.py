@@ -11,6 +11,7 @@ Run directory::
 
     study.json            options, notes, inputs and the library's coverage of the site (a resume must use the
                           same result options)
+    study.lock            held by the study running here (a second one refuses; a killed one holds nothing)
     data/site.zarr        the site with its Kennard-Stone split (when the given site had none)
     stages/NAME/          each stage's outputs and stage.json (its key, summary and wall time)
     models/NAME/          every model, loadable without Ray or Dask (predicts from absorbance spectra)
@@ -29,7 +30,7 @@ from typing import Callable
 
 from dtl_dist import __version__
 from dtl_dist.errors import UserInputError
-from dtl_dist.library.atomic import remove_path, write_json
+from dtl_dist.library.atomic import remove_path, remove_temporaries, write_json
 from dtl_dist.library.store import now_iso
 from dtl_dist.select.rslocal import LocalShards
 from dtl_dist.mapping import serial_map
@@ -39,6 +40,7 @@ from dtl_dist.study.context import StudyContext
 from dtl_dist.study.coverage import site_coverage
 from dtl_dist.study.data import load_study_data
 from dtl_dist.study.evaluate import write_results
+from dtl_dist.study.lock import LOCK_FILE, RunLock
 from dtl_dist.study.models import ModelSpec, models_for
 from dtl_dist.study.stages import Stage, locked, plan_stages, run_stages, stage_dir
 from dtl_dist.study.task_log import TASKS_FILE, TaskLog
@@ -61,7 +63,7 @@ def read_study_file(out: Path) -> dict:
 
 def _check_out(config: StudyConfig, out: Path) -> None:
     """A new run needs an empty directory; ``--resume`` needs a study made with the same result options."""
-    if not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(p.name != LOCK_FILE for p in out.iterdir()):
         if config.resume:
             raise UserInputError(f"--out {out}: nothing to resume (no {STUDY_FILE})")
         return
@@ -175,13 +177,21 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
     ------
     UserInputError
         Bad inputs (grid, units, target, country, too few samples) or a resume with changed options, before
-        anything is written.
+        anything is written; at once when another study runs in ``config.out`` (:mod:`dtl_dist.study.lock`).
     """
     out = Path(config.out)
     echo = locked(echo)
-    _check_out(config, out)
     fresh = not out.exists()
+    lock = RunLock(out)  # a second study on this directory stops here
     try:
+        return _run_study(config, out, fresh, echo)
+    finally:
+        lock.release()
+
+
+def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str], None]) -> dict:
+    try:
+        _check_out(config, out)
         data = load_study_data(config, out)
         inputs = {"library": _fingerprint(data.library.view), "site": _fingerprint(data.site),
                   "country": None if data.country is None else _fingerprint(data.country.view)}
@@ -191,7 +201,7 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         _, chosen, finished = plan_stages(stages, out, options, config.only)  # an --only that cannot run fails here
         kinds = {stage.kind for stage in chosen if finished(stage) is None}
     except UserInputError:
-        if fresh:  # the site's split copy is all a failed start may have written
+        if fresh:  # the lock and the site's split copy are all a failed start may have written
             remove_path(out)
         raise
     with ExitStack() as stack:
@@ -204,6 +214,8 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         coverage = site_coverage(data, config.k)
+        for path in remove_temporaries(out):  # this study holds the lock: a temporary is a killed writer's
+            echo(f"note: removed {path.relative_to(out)}, left by a study that was killed while writing it")
         write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
                                       "inputs": inputs, "coverage": coverage, "dtl_dist_version": __version__,
                                       "command": " ".join(sys.argv), "started": now_iso()})

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import dask
 from distributed import Client
+from distributed.client import FutureCancelledError
 
 from dtl_dist.errors import UserInputError
 from dtl_dist.mapping import with_torch_threads
@@ -306,6 +307,9 @@ class _ShardSession:
         except WorkerLost:
             self.engine.lost.add(address)
             raise
+        except FutureCancelledError as exc:  # the worker died with the data its call needed (no nanny: dask-mpi)
+            self.engine.lost.add(address)
+            raise WorkerLost(address, f"its call was cancelled ({exc})") from None
         except (StaleShards, OSError, RuntimeError) as exc:  # recreated, unreachable, "Worker holding Actor was lost"
             if type(exc) is RuntimeError and "Actor was lost" not in str(exc):
                 raise  # an error of the search itself, not of the cluster

@@ -14,8 +14,8 @@ labelled samples (:mod:`dtl_dist.study.intervals`); local_test measures its cove
 
 Outputs: ``metrics.csv`` (one row per model and a row ``recommended`` repeating the recommended model's
 figures, named in ``recommended_model``; ``failed_trials``: a 1D-CNN search's trials that raised or whose
-worker died past its retries, left out of the choice), ``predictions.csv`` (local_test: sample id, observed, one column per
-model and its interval ``NAME_lo``, ``NAME_hi``), ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions) and
+worker died past its retries, left out of the choice), ``predictions.csv`` (local_test: sample id, observed,
+one column per model and its interval ``NAME_lo``, ``NAME_hi``), ``cv_predictions.csv`` (the n labelled samples: outer fold, observed, out-of-fold predictions) and
 ``observed_vs_estimated.png`` (paper Fig. 4b for every model).
 """
 

@@ -147,6 +147,16 @@ def test_dask_local_cluster_and_single_host_mpi_listen_on_loopback():
     with dask_engine.client(n_workers=1) as client:
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
         assert all(w.startswith("tcp://127.0.0.1:") for w in client.scheduler_info()["workers"])
+    # dask-mpi under a real mpiexec on one host (rank 0 scheduler, rank 1 this code, ranks 2-3 workers)
+    code = ("from dtl_dist.engines import dask as engine; c = engine.client(); c.wait_for_workers(2, timeout=60); "
+            "print('ADDRESSES', c.scheduler.address, *c.scheduler_info(n_workers=-1)['workers'])")
+    proc = subprocess.run([str(Path(sys.executable).parent / "mpiexec"), "-n", "4", sys.executable, "-c", code],
+                          env=os.environ | {"PYTHONPATH": str(ROOT), "DASK_LOGGING__DISTRIBUTED": "warning"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [line] = [line for line in proc.stdout.splitlines() if line.startswith("ADDRESSES")]
+    addresses = line.split()[1:]
+    assert len(addresses) == 3 and all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
 
 
 def test_wait_reports_what_did_not_appear(tmp_path):

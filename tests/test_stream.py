@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from dtl_dist.errors import UserInputError
 from dtl_dist.library import SpectralLibrary
-from dtl_dist.nn.builder import CNNConfig, ConvBlock, FCBlock
+from dtl_dist.nn.builder import CNNConfig, ConvBlock, FCBlock, build_cnn
 from dtl_dist.nn.stream import LibraryBatches, fit_library
 from dtl_dist.nn.trainer import TrainConfig
 from dtl_dist.spectra.preprocess import SNV
@@ -88,5 +88,15 @@ def test_training_with_validation_keeps_the_best_weights(library):
                       validation=(X[keep], y[keep]))
     assert fit.samples == fit.epochs * (228 // 16) * 16 and fit.samples_per_s > 0
     assert len(fit.val_loss) == fit.epochs and fit.train_loss[-1] < fit.train_loss[0]
+    # a run whose validation loss rose after its best epoch: the weights kept score that epoch's loss, not the last's
+    fit = fit_library(library, CONFIG, TrainConfig(batch_size=16, max_epochs=10, patience=3, lr=0.1),
+                      validation=(X[keep], y[keep]))
+    best = int(np.argmin(fit.val_loss))
+    assert best < fit.epochs - 1 and fit.val_loss[-1] > fit.val_loss[best] * 1.05
+    model = build_cnn(CONFIG, X.shape[1])
+    model.load_state_dict(fit.state_dict)
+    with torch.no_grad():
+        kept = model.eval()(torch.as_tensor(X[keep], dtype=torch.float32)).numpy()
+    assert np.mean((kept - y[keep]) ** 2) == pytest.approx(fit.val_loss[best], rel=1e-4)
     with pytest.raises(UserInputError, match="fewer than one global batch"):
         LibraryBatches(library, batch_size=500)

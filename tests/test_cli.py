@@ -4,6 +4,7 @@ stderr with exit code 2 and nothing written (issue 2, items 9 and 10)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -108,11 +109,15 @@ def test_select_local_saves_kennard_stone_split(site):
 
 
 @pytest.mark.parametrize("n", ["1", "121"])
-def test_select_local_n_out_of_range(site, n):
-    before = SpectralLibrary.open(site).meta("role") if "role" in SpectralLibrary.open(site).meta_fields else None
-    _user_error(_run("select-local", site, "--n", n), f"--n {n}: expected 2 <= n <= 120")
-    after = SpectralLibrary.open(site)
-    assert before is None and "role" not in after.meta_fields or np.array_equal(before, after.meta("role"))
+def test_select_local_n_out_of_range(site, tmp_path, n):
+    """On a copy already split 30 / 90 (the module's store is not touched): the split is left as it was."""
+    copy = tmp_path / "site.zarr"
+    shutil.copytree(site, copy)
+    assert _run("select-local", copy, "--n", "30").exit_code == 0
+    before = SpectralLibrary.open(copy).meta("role")
+    _user_error(_run("select-local", copy, "--n", n), f"--n {n}: expected 2 <= n <= 120")
+    after = SpectralLibrary.open(copy).meta("role")
+    assert (after == LOCAL_LABELLED).sum() == 30 and np.array_equal(before, after)
 
 
 def test_user_errors_exit_2_one_line_nothing_written(tmp_path, site):

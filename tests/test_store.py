@@ -109,7 +109,7 @@ def test_library_writer_streams_and_aborts(tmp_path):
         lib = w.commit()
     np.testing.assert_array_equal(lib.spectra(), a["spectra"])
     np.testing.assert_array_equal(lib.meta("country"), a["meta"]["country"])
-    with pytest.raises(RuntimeError), LibraryWriter(tmp_path / "other.zarr", WL) as w:
+    with pytest.raises(RuntimeError, match="failure half way"), LibraryWriter(tmp_path / "other.zarr", WL) as w:
         w.append_rows(a["spectra"][:2], ["x", "y"], {})
         raise RuntimeError("failure half way")
     assert _siblings(tmp_path) == ["lib.zarr"]
@@ -261,7 +261,7 @@ def test_missing_foreign_and_truncated_stores(tmp_path):
         SpectralLibrary.open(tmp_path / "absent.zarr")
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("not zarr")
-    with pytest.raises(UserInputError, match="plain: not a (readable Zarr store|dtl-dist spectral library)"):
+    with pytest.raises(UserInputError, match="plain: not a readable Zarr store"):
         SpectralLibrary.open(tmp_path / "plain")
     foreign = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w", zarr_format=3)
     foreign.create_array("x", data=np.arange(3))

@@ -367,6 +367,18 @@ def test_report_is_one_self_contained_page_with_every_figure(study):
     coverage = json.loads((out / "study.json").read_text())["coverage"]
     assert coverage == result["coverage"] and html.escape(coverage["verdict"][1:]) in page
     assert coverage["n_site"] == 120 and coverage["n_library_checked"] == 98 + 93 + 125
+    # Table 3 holds metrics.csv's values: every row and column, numbers as 3 decimals, NaN as "-"
+    table = re.search(r"<h2>Table 3:.*?<table>(.*?)</table>", page, re.S).group(1)
+    header = re.findall(r"<th>(.*?)</th>", table)
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table)[1:]]
+    metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values=[""])
+    assert [r[header.index("model")] for r in rows] == list(metrics.model)
+    for row, (_, expected) in zip(rows, metrics.iterrows()):
+        for column in ("rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "coverage"):
+            value = expected[column]
+            assert row[header.index(column)] == ("-" if pd.isna(value) else f"{value:.3f}"), (expected.model, column)
+    [chosen] = re.findall(r'<tr class="chosen"><td>(.*?)</td>', table)  # the recommended model's own row
+    assert chosen == result["recommended"]
 
 
 def _export_test_spectra(out, path, scale=None):

@@ -55,7 +55,7 @@ def test_mpiexec_four_ranks_selects_as_in_process(serial, tmp_path):
 
 
 def test_a_dask_mpi_worker_killed_mid_search_ends_the_job_and_resume_selects_the_same(serial, tmp_path):
-    """SIGKILL of worker rank 3 after iteration 1: mpiexec ends every rank within seconds (no hang; MPICH's
+    """SIGKILL of worker rank 3 once iteration 1's checkpoint is written: mpiexec ends every rank within seconds (no hang; MPICH's
     launcher does so even with -disable-auto-cleanup, so the Dask-level restart cannot run there), the
     checkpoint of iteration 1 is on disk, and `--resume` (here in-process) selects what the unbroken run did."""
     stores, reference = serial
@@ -68,6 +68,8 @@ def test_a_dask_mpi_worker_killed_mid_search_ends_the_job_and_resume_selects_the
             said.append(line)
             if "rslocal: iteration 1," in line:
                 break
+        while not (out / "checkpoint.npz").is_file():  # written once iteration 1 ended (pytest-timeout guards)
+            time.sleep(0.01)
         ranks = {p.environ().get("PMI_RANK"): p for p in psutil.Process(proc.pid).children(recursive=True)
                  if "dtl_dist.cli" in p.cmdline()}
         os.kill(ranks["3"].pid, signal.SIGKILL)

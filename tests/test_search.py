@@ -218,7 +218,7 @@ def test_a_trial_whose_ray_worker_is_killed_past_its_retries_is_marked_failed(ra
 
     unbroken = search("serial")
     assert [s for s, _, _ in unbroken.values()] == ["complete"] * 2
-    killer = KillWhenRunning("ray::with_torch_threads")
+    killer = KillWhenRunning("ray::run_task")
     lost = search("lost", map_blocks(retries=0))
     assert killer.killed is not None
     failed = [trial_id for trial_id, (status, _, _) in lost.items() if status == "error"]

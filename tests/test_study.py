@@ -276,7 +276,7 @@ def test_a_study_killed_in_every_stage_resumes_to_the_same_metrics(study, stores
     assert _unfinished(run, "rslocal_*") and not (run / "metrics.csv").exists()
 
     proc = _start(resume, env)  # 2. a Ray worker killed mid-trial, then the study during a transfer
-    killer = KillWhenRunning("ray::with_torch_threads", root=proc.pid)
+    killer = KillWhenRunning("ray::run_task", root=proc.pid)
     _read_until(proc, r"(Local|Global|Country): started")
     began = time.monotonic()
     second = subprocess.run(resume, capture_output=True, text=True, timeout=120, env=env)

@@ -276,8 +276,8 @@ def map_blocks(*, num_cpus: float = 1, num_gpus: float = 0, retries: int = 2, on
     The same guarantees as :func:`dtl_dist.engines.dask.map_blocks`: each ``shared`` object goes into the
     object store once and is reused while later calls pass the same object (it must not be modified in
     between); a task that raises, or whose worker dies, is retried ``retries`` times (blocks whose worker or
-    node died every time raise :class:`~dtl_dist.mapping.BlocksLost` once the others finished); torch in a task uses as
-    many threads as the task has CPUs (one by default), so results do not depend on the worker layout. A task
+    node died every time raise :class:`~dtl_dist.mapping.BlocksLost` once the others finished); torch in a task
+    uses as many threads as the task has CPUs (one by default), so results do not depend on the worker layout. A task
     given GPUs trains on ``cuda`` where torch has it, else on the CPU (:mod:`dtl_dist.devices`). Consecutive
     tasks go to the nodes in turn (:func:`node_slots`; a node that dies passes its tasks on), so the trials of one
     search use every node's GPUs; on a node, Ray packs fractional GPU requests onto the GPUs (``num_gpus=0.25``:

@@ -55,9 +55,9 @@ def test_mpiexec_four_ranks_selects_as_in_process(serial, tmp_path):
 
 
 def test_a_dask_mpi_worker_killed_mid_search_ends_the_job_and_resume_selects_the_same(serial, tmp_path):
-    """SIGKILL of worker rank 3 once iteration 1's checkpoint is written: mpiexec ends every rank within seconds (no hang; MPICH's
-    launcher does so even with -disable-auto-cleanup, so the Dask-level restart cannot run there), the
-    checkpoint of iteration 1 is on disk, and `--resume` (here in-process) selects what the unbroken run did."""
+    """SIGKILL of worker rank 3 once iteration 1's checkpoint is written: mpiexec ends every rank within seconds
+    (no hang; MPICH's launcher does so even with -disable-auto-cleanup, so the Dask-level restart cannot run
+    there), and `--resume` (here in-process) selects what the unbroken run did."""
     stores, reference = serial
     out = tmp_path / "mpi"
     proc = subprocess.Popen(_mpi_rslocal(5, stores, out, "--checkpoint-every", "0"), stdout=subprocess.PIPE,

@@ -24,6 +24,26 @@ from dtl_dist.nn.builder import (
 
 ARCHITECTURES = {**{f"table2_{k}": v for k, v in paper.TABLE_2.items()}, **{f"table4_{k}": v for k, v in paper.TABLE_4.items()}}
 
+# By hand, 211 bands: the last conv block's (filters, length) by the conv arithmetic (valid: (L - k) // s + 1,
+# same: ceil(L / s)), and the parameters: conv F * (C * k + 1), linear out * (in + 1), batch norm 2 per
+# channel or node, output in + 1
+HAND = {
+    # k10 s4 valid: (211 - 10) // 4 + 1 = 51; flatten 148 * 51 = 7548
+    "table2_global": ((148, 51), 148 * 11 + 691 * 7549 + 891 * 692 + 2 * 891 + 533 * 892 + 2 * 533
+                      + 764 * 534 + 2 * 764 + 650 * 765 + 651),
+    # k7 s7 valid: (211 - 7) // 7 + 1 = 30; k8 s3: (30 - 8) // 3 + 1 = 8; k5 s4: (8 - 5) // 4 + 1 = 1
+    "table2_china": ((238, 1), 25 * 8 + 248 * (25 * 8 + 1) + 238 * (248 * 5 + 1) + 212 * 239 + 140 * 213
+                     + 165 * 141 + 50 * 166 + 51),
+    # k5 s3 valid: (211 - 5) // 3 + 1 = 69; flatten 161 * 69 = 11109
+    "table2_sweden": ((161, 69), 161 * 6 + 896 * 11110 + 2 * 896 + 474 * 897 + 2 * 474 + 475),
+    "table2_usa": ((252, 1), 685582),  # test_parameter_count_by_hand_table2_usa
+    "table4_china": ((232, 105), 536893),  # test_parameter_count_by_hand_table4_china
+    # k10 s6 same: ceil(211 / 6) = 36; flatten 214 * 36 = 7704
+    "table4_sweden": ((214, 36), 214 * 11 + 446 * 7705 + 2 * 446 + 208 * 447 + 209),
+    # k7 s3 same: ceil(211 / 3) = 71; flatten 212 * 71 = 15052
+    "table4_usa": ((212, 71), 212 * 8 + 1005 * 15053 + 1015 * 1006 + 1016),
+}
+
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_paper_architecture_builds_and_runs(name):
@@ -35,7 +55,11 @@ def test_paper_architecture_builds_and_runs(name):
     assert out.shape == (3,)
     assert torch.isfinite(out).all()
     assert torch.equal(model(x[:, 0, :]), out)  # (batch, bands) input is accepted too
-    assert sum(p.numel() for p in model.parameters()) == parameter_count(config, paper.N_BANDS)
+    (filters, length), parameters = HAND[name]
+    n_conv = len(config.conv_blocks)
+    assert nn.Sequential(*model.blocks[:n_conv])(x).shape == (3, filters, length)
+    assert output_length(config, paper.N_BANDS) == length and flat_features(config, paper.N_BANDS) == filters * length
+    assert sum(p.numel() for p in model.parameters()) == parameters == parameter_count(config, paper.N_BANDS)
     assert len(model.blocks) == len(config.conv_blocks) + len(config.fc_blocks) + 2 == config.n_blocks
     assert isinstance(model.blocks[len(config.conv_blocks)][0], nn.Flatten)
     assert CNNConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

@@ -122,7 +122,9 @@ def test_the_recommended_model_has_the_lowest_cv_rmse_and_its_own_test_metrics(s
     assert row.tolist() == metrics.loc[chosen, ["rmse", "me", "ccc", "r2", "rpiq", "cv_rmse"]].tolist()
 
 
-def test_each_outer_fold_is_predicted_by_a_model_that_never_saw_it(study):
+def test_every_outer_fold_has_its_own_rslocal_selection_and_local_choice(study):
+    """Per outer split, its own RS-LOCAL run and choice; that no split sees the samples it predicts is shown
+    with a planted SOC in test_study_parts.py::test_a_planted_soc_never_reaches_its_own_outer_folds_prediction."""
     out, result, _ = study
     cv = pd.read_csv(out / "cv_predictions.csv")
     assert sorted(cv.outer_fold.unique()) == [0, 1, 2]

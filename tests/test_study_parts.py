@@ -4,6 +4,8 @@ and a library CNN trained with the streamed trainer when the library is larger t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.cross_decomposition import PLSRegression
@@ -159,10 +161,51 @@ def test_a_large_library_cnn_is_trained_streamed_on_all_of_it(data, ray_session,
 
 def test_too_few_labelled_samples_for_the_folds_fall_back_to_leave_one_out(data, tmp_path):
     config, _ = data
-    from dataclasses import replace
-
     small = replace(config, out=str(tmp_path / "run"), n_local=8, cv_folds=5)
     (tmp_path / "run").mkdir()
     study = load_study_data(small, tmp_path / "run")
     assert study.n_outer == 8 and sorted(study.outer.tolist()) == list(range(8))
     assert any("leave-one-out" in note for note in study.notes)
+
+
+
+def _planted(study, sample: int, soc: float):
+    """The study's data with labelled sample ``sample``'s SOC set to ``soc`` (spectra unchanged)."""
+    y = study.local_y.copy()
+    y[sample] = soc
+    return replace(study, local_y=y)
+
+
+def test_a_planted_soc_never_reaches_its_own_outer_folds_prediction(data):
+    """Fold leakage: one labelled sample's SOC planted at 1000 % (the others are a few %). Its out-of-fold
+    prediction by the designs of Fig. 2 (PLS on the local, localised and spiked designs, a 1D-CNN on the local
+    design), assembled as the study assembles cv_predictions.csv, is the one it gets with its true SOC: no model
+    that predicts it saw it, while the splits that train on it move. The reference a leaking split would hit:
+    the same outer split trained with its held-out samples in predicts the planted sample far above 100 %."""
+    _, study = data
+    n, sample = study.local_y.size, 0
+    own = study.outer == study.outer[sample]
+    planted = _planted(study, sample, 1000.0)
+    selected = [np.arange(s, s + 20) for s in range(study.n_splits)]
+    builds = {
+        "local-PLS": designs.local_design,
+        "RS-LOCAL-PLS": lambda d: designs.localised_design(d, d.library, selected),
+        "spiked-PLS": lambda d: designs.reference_design(d, d.library, copies=5),
+    }
+    for name, build in builds.items():
+        true, seen = (designs.assemble(d, build(d), baselines.pls_design(build(d), max_ncomp=5)[0])
+                      for d in (study, planted))
+        np.testing.assert_allclose(seen[own], true[own], rtol=1e-9, atol=1e-9, err_msg=name)
+        assert np.abs(seen[~own] - true[~own]).max() > 0.1, name
+        assert abs(seen[sample]) < 100, name
+    cnn_true, cnn_seen = (designs.assemble(d, designs.local_design(d),
+                                           fit_design(designs.local_design(d), CONFIG, TRAIN).predictions)
+                          for d in (study, planted))
+    np.testing.assert_allclose(cnn_seen[own], cnn_true[own], rtol=1e-5, atol=1e-5)
+    assert np.abs(cnn_seen[~own] - cnn_true[~own]).max() > 0.1
+    # the leaking reference: outer split `fold` trained on all n samples, its held-out ones included
+    design = designs.local_design(planted)
+    split = design.splits[study.outer[sample]]
+    leaky = replace(split, train=np.arange(n), inner=planted.inner(n, study.outer[sample]))
+    (values,), _, _ = baselines.pls_design(Design(design.X, design.y, (leaky,)), max_ncomp=5)
+    assert values[list(split.predict).index(sample)] > 100

@@ -32,14 +32,19 @@ def tiny_space(**overrides):
     })
 
 
-@pytest.fixture(scope="module")
-def data():
+def search_data() -> tuple[TuneData, np.ndarray]:
+    """40 synthetic spectra of 24 bands, SOC from their first four bands, 4 folds; and their absorbance."""
     rng = np.random.default_rng(0)
     absorbance = rng.normal(1.0, 0.3, size=(40, 24))
     X = SNV().fit_transform(absorbance)
     y = X[:, :4].sum(axis=1) + rng.normal(0, 0.1, 40)
     data = TuneData.make(X, y, folds=4, seed=0, wavelengths=np.arange(400.0, 640.0, 10.0), source="synthetic")
     return data, absorbance
+
+
+@pytest.fixture(scope="module")
+def data():
+    return search_data()
 
 
 def test_asha_stops_some_trials_and_the_best_reproduces(ray_session, data, tmp_path):

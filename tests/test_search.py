@@ -235,3 +235,34 @@ def test_a_trial_whose_ray_worker_is_killed_past_its_retries_is_marked_failed(ra
     assert rerun.keys() == unbroken.keys()
     for trial_id, (status, rmse, _) in rerun.items():
         assert status == "complete" and rmse == pytest.approx(unbroken[trial_id][1], rel=1e-5)
+
+
+class Recoveries(ray_tune.Callback):
+    """Count the trials Tune restarted after an error (FailureConfig's retries)."""
+
+    def __init__(self):
+        self.recovered = []
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.recovered.append(trial.trial_id)
+
+
+def test_a_tune_trial_whose_worker_is_killed_is_retried_by_the_failure_config(ray_session, one_torch_thread, data,
+                                                                              tmp_path):
+    """`dtl tune`'s path: the Ray actor training a Tune trial SIGKILLed mid-trial; TuneRunner's
+    FailureConfig(max_failures=2) restarts it, and every trial completes with the 4-fold CV RMSE of its config
+    trained in-process (with max_failures=0 the killed trial ends as an error)."""
+    from conftest import KillWhenRunning
+
+    data, _ = data
+    space = tiny_space(max_epochs=Int(40, 40), patience=Int(40, 40))  # trials of ~1 s: time to be killed in
+    recoveries = Recoveries()
+    killer = KillWhenRunning("ray::ImplicitFunc.train")
+    result = tune(data, space, trials=2, seed=4, grace_period=40, runner=TuneRunner(
+        tmp_path, max_concurrent=1, progress=False, callbacks=[recoveries]))
+    assert killer.killed is not None
+    assert len(recoveries.recovered) == 1
+    assert [t.status for t in result.trials] == ["complete"] * 2
+    for t in result.trials:
+        cnn, train = space.to_config(t.params, seed=4)
+        assert t.rmse == pytest.approx(cross_validate(data.X, data.y, cnn, train, data.folds).mean_rmse, rel=1e-5)

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dtl-installed
 
-.PHONY: demo test wheel-check bench clean
+.PHONY: demo test test-heavy wheel-check bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ demo: $(STAMP)
 	$(VENV)/bin/dtl demo --out demo_out
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not heavy"
+
+# The longest proofs (about 7 min on 2 cores): kills in every stage of a study, four trials per logical GPU
+# over two Ray nodes, benchmarks/gpu_check.sh --dry-run. Run before a release or after touching those paths.
+test-heavy: $(STAMP)
+	$(PY) -m pytest -q -m heavy
 
 # A plain install as a user makes it: build the wheel, install it (not editable) into a fresh venv with the
 # pinned dependencies, then run the installed `dtl` from a directory outside the checkout.

@@ -261,6 +261,7 @@ def _unfinished(run, stage_glob: str) -> list:
     return [d.name for d in (run / "stages").glob(stage_glob) if not (d / "stage.json").exists()]
 
 
+@pytest.mark.heavy
 def test_a_study_killed_in_every_stage_resumes_to_the_same_metrics(study, stores, tmp_path):
     """SIGKILL during RS-LOCAL, a Ray worker SIGKILLed mid-trial (retried), SIGKILL during a transfer, while a
     model directory and while metrics.csv are written: each `--resume` goes on, and the last one's metrics.csv

@@ -24,7 +24,7 @@ from dtl_dist.study.task_log import read_tasks
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster" / "local"))
 from ray_nodes import LoopbackRay  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 SMALL = dict(n_local=15, k=20, trials=4, cv_folds=2, inner_folds=2, subset=20, b=4, ncomp=3, max_epochs=3,
              workers=0)
 

@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not heavy"
 
 # The longest proofs (about 7 min on 2 cores): kills in every stage of a study, four trials per logical GPU
-# over two Ray nodes, benchmarks/gpu_check.sh --dry-run. Run before a release or after touching those paths.
+# over two Ray nodes. Run before a release or after touching those paths.
 test-heavy: $(STAMP)
 	$(PY) -m pytest -q -m heavy
 

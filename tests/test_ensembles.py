@@ -89,18 +89,28 @@ def test_an_ensemble_directory_predicts_the_weighted_sum_of_its_members(tmp_path
 
 
 
-def test_the_recommendation_weighs_the_single_pick_by_its_nested_cv():
-    from dtl_dist.study.ensembles import single_pick_cv
+def test_the_stack_stands_unless_a_rival_beats_it_by_more_than_one_standard_error():
+    from dtl_dist.study.ensembles import margin, single_pick
     from dtl_dist.study.evaluate import recommend
 
-    scores = {"a": 0.30, "b": 0.40, "mean-1SE": 0.35}
-    assert recommend(scores, ["mean-1SE"], single_pick=0.38) == "mean-1SE"
-    assert recommend(scores, ["mean-1SE"], single_pick=0.34) == "a"
-    assert recommend(scores) == "a"
+    y = np.zeros(4)
+    outer = np.array([0, 0, 1, 1])
+    stack = np.array([1.0, 1.0, 1.0, 1.0])  # RMSE 1 on each fold
+    # rival: per-fold RMSE 0.5 and 0.7, overall sqrt((0.25 + 0.49) / 2); paired per-fold differences 0.5 and 0.3,
+    # standard error sd(0.5, 0.3) / sqrt(2) = 0.1414 / 1.4142 = 0.1
+    rival = np.array([0.5, 0.5, 0.7, 0.7])
+    gain, se = margin(stack, rival, y, outer)
+    assert gain == pytest.approx(1 - np.sqrt(0.37)) and se == pytest.approx(0.1)
+    assert recommend({"a": rival, "stack": stack}, y, outer)[0] == "a"  # lower by 0.39 > 0.1
+    close = np.array([1.0, 1.0, 0.6, 0.6])  # lower by 1 - sqrt(0.68) = 0.175, standard error sd(0, 0.4) / sqrt(2) = 0.2
+    chosen, margins = recommend({"a": close, "stack": stack}, y, outer)
+    assert chosen == "stack" and margins["a"] == pytest.approx((1 - np.sqrt(0.68), 0.2))
+    # of two rivals beyond the noise, the lowest; without a finite stack, the lowest of all
+    assert recommend({"a": rival, "mean-1SE": rival * 0.9, "stack": stack}, y, outer)[0] == "mean-1SE"
+    assert recommend({"a": close, "stack": np.full(4, np.nan)}, y, outer)[0] == "a"
     # 4 samples, 2 folds: on fold 1 model x is the better (errors 0 vs 1), so fold 0 is predicted by x (errors 2, 2);
-    # on fold 0 model z is the better (errors 0 vs 2), so fold 1 is predicted by z (errors 1, 1):
-    # nested RMSE sqrt((4 + 4 + 1 + 1) / 4)
+    # on fold 0 model z is the better (errors 0 vs 2), so fold 1 is predicted by z (errors 1, 1)
     y = np.zeros(4)
     outer = np.array([0, 0, 1, 1])
     predictions = {"x": np.array([2.0, 2.0, 0.0, 0.0]), "z": np.array([0.0, 0.0, 1.0, 1.0])}
-    assert single_pick_cv(predictions, y, outer) == pytest.approx(np.sqrt(10 / 4))
+    np.testing.assert_array_equal(single_pick(predictions, y, outer), [2.0, 2.0, 1.0, 1.0])

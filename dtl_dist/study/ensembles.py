@@ -10,9 +10,11 @@ practitioner could pick from the n labelled samples:
 - ``stack``: the weights, non-negative and summing to one, that minimise the squared error of the combined
   out-of-fold predictions (stacked regression, Breiman 1996).
 
-The candidates are every single model of the study. The recommendation compares like with like: the single model
-with the lowest cv_rmse enters it with the nested cv RMSE of that pick (:func:`single_pick_cv`), since the lowest
-of 14 cv_rmse is biased low by the pick itself, and the ensembles with their own nested cv_rmse. Each model's out-of-fold prediction of a sample of outer
+The candidates are every single model of the study. The recommendation (:func:`dtl_dist.study.evaluate.recommend`)
+compares like with like: the single model with the lowest cv_rmse enters it with the nested predictions of that
+pick (:func:`single_pick`), since the lowest of 14 cv_rmse is biased low by the pick itself, and the ensembles
+with their own nested ones; the stack stands unless a rival beats it by more than one standard error
+(:func:`margin`). Each model's out-of-fold prediction of a sample of outer
 fold g was made by the model rebuilt without fold g (:mod:`dtl_dist.study.designs`). The ensemble's own
 ``cv_rmse`` is nested (:func:`nested`): for each outer fold f the rule is applied to the out-of-fold predictions
 and SOC of the samples of the *other* folds only, and the combination it gives is applied to fold f's
@@ -28,8 +30,9 @@ residuals like any model's.
 References
 ----------
 Breiman L. (1996) Stacked regressions. Machine Learning 24, 49-64. Hastie T., Tibshirani R., Friedman J. (2009)
-The Elements of Statistical Learning, 2nd ed., section 7.10. Shen et al. (2022), section 2.4 (the models
-compared).
+The Elements of Statistical Learning, 2nd ed., section 7.10. van der Laan M.J., Polley E.C., Hubbard A.E. (2007)
+Super learner. Statistical Applications in Genetics and Molecular Biology 6(1), 25. Shen et al. (2022),
+section 2.4 (the models compared).
 """
 
 from __future__ import annotations
@@ -86,13 +89,25 @@ def lowest_rmse(predictions: np.ndarray, y: np.ndarray, outer: np.ndarray | None
     return w
 
 
-def single_pick_cv(predictions: dict, y: np.ndarray, outer: np.ndarray) -> float:
-    """The nested cv RMSE of picking the single model with the lowest cv_rmse (:func:`lowest_rmse` under
-    :func:`nested`): the figure a single model's pick competes with the ensembles by. The lowest of many cv_rmse
-    is biased low by the pick itself (the winner's curse), the ensembles' nested ones are not."""
+def single_pick(predictions: dict, y: np.ndarray, outer: np.ndarray) -> np.ndarray:
+    """The nested out-of-fold predictions of picking the single model with the lowest cv_rmse
+    (:func:`lowest_rmse` under :func:`nested`): what a single model's pick competes with the ensembles by. The
+    lowest of many cv_rmse is biased low by the pick itself (the winner's curse), the ensembles' nested ones are
+    not."""
     usable = [p for p in predictions.values() if np.all(np.isfinite(p))]
     combined, _ = nested(lowest_rmse, np.column_stack(usable), y, outer)
-    return float(_rmse(combined - y))
+    return combined
+
+
+def margin(default: np.ndarray, rival: np.ndarray, y: np.ndarray, outer: np.ndarray) -> tuple[float, float]:
+    """How much lower the rival's cv RMSE is than the default's (positive: the rival is better), and the standard
+    error of that difference: the sample standard deviation of the paired per-fold RMSE differences over the
+    outer folds over the square root of their number."""
+    gain = float(_rmse(default - y) - _rmse(rival - y))
+    folds = np.unique(outer)
+    paired = np.array([_rmse(default[outer == f] - y[outer == f]) - _rmse(rival[outer == f] - y[outer == f])
+                       for f in folds])
+    return gain, float(np.std(paired, ddof=1) / math.sqrt(folds.size)) if folds.size > 1 else 0.0
 
 
 RULES = {"mean-1SE": within_one_se, "stack": simplex_stack}

@@ -3,10 +3,10 @@
 The paper picked its best model by the test RMSE; a practitioner has only the n labelled local samples. The
 recommendation (:func:`recommend`) reads nothing but each model's ``cv_rmse``: the RMSE of its out-of-fold
 predictions of the n labelled samples on the shared outer folds (for an ensemble, its nested out-of-fold
-predictions, :mod:`dtl_dist.study.ensembles`). The single model with the lowest wins unless an ensemble's is
-lower than the nested cv RMSE of that pick (the lowest of 14 cv_rmse is biased low by the pick itself; written to
-``choice.json``). Only then are the N - n local_test samples
-read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against
+predictions, :mod:`dtl_dist.study.ensembles`). The stack is recommended unless the single model with the lowest
+cv_rmse (weighed by the nested cv RMSE of that pick: the lowest of 14 cv_rmse is biased low by the pick itself)
+or mean-1SE beats it by more than one standard error (written to ``choice.json``). Only then are the N - n
+local_test samples read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against
 the local 1D-CNN.
 
 Every model also gets a prediction interval at ``level`` calibrated on its out-of-fold residuals of the n
@@ -33,14 +33,20 @@ from dtl_dist.study.context import MODELS_DIR
 from dtl_dist.study.data import StudyData
 from dtl_dist.study.figures import observed_vs_estimated
 from dtl_dist.study.intervals import DEFAULT_LEVEL, coverage, half_width, save_calibration
-from dtl_dist.study.ensembles import single_pick_cv
+from dtl_dist.study.ensembles import margin, single_pick
 from dtl_dist.study.models import MODELS, REFERENCE
 
 COLUMNS = ("model", "rmse", "me", "ccc", "r2", "rpiq", "delta_rmse_pct", "cv_rmse", "n_train", "failed_trials",
            "coverage", "interval_width", "recommended_model")
 RECOMMENDED = "recommended"
 CHOICE = "choice.json"
-"""How the recommendation was made: the nested cv RMSE of the single pick and of each ensemble."""
+"""How the recommendation was made: the nested cv RMSE of the single pick and of each ensemble, and each rival's
+margin against the default."""
+DEFAULT = "stack"
+"""The model recommended unless a rival beats it by more than the noise (:func:`recommend`): the stack is the
+super learner (van der Laan, Polley & Hubbard 2007), whose cross-validated risk comes close to that of the best
+combination of the candidates, so to the best of them, as the samples grow; on 30 samples the nested cv RMSEs
+of the candidates differ by about their noise, and one pick among them would be close to a random one."""
 
 
 def cv_rmse(local_y: np.ndarray, predictions: dict) -> dict:
@@ -48,18 +54,20 @@ def cv_rmse(local_y: np.ndarray, predictions: dict) -> dict:
     return {name: rmse(local_y, np.asarray(p, dtype=float)) for name, p in predictions.items()}
 
 
-def recommend(scores: dict, ensembles=(), single_pick: float | None = None) -> str:
-    """The model to use: the single model with the lowest ``cv_rmse`` (ties: the first in the study's order),
-    unless an ensemble's nested ``cv_rmse`` is lower than ``single_pick``, the nested cv RMSE of picking that
-    single model (:func:`dtl_dist.study.ensembles.single_pick_cv`); then the ensemble with the lowest."""
-    finite = {name: value for name, value in scores.items() if math.isfinite(value)}
-    singles = {name: value for name, value in finite.items() if name not in ensembles}
-    best = min(singles, key=singles.get)
-    rivals = {name: finite[name] for name in ensembles if name in finite}
-    if not rivals:
-        return best
-    chosen = min(rivals, key=rivals.get)
-    return chosen if rivals[chosen] < (singles[best] if single_pick is None else single_pick) else best
+def recommend(candidates: dict, y: np.ndarray, outer: np.ndarray, default: str = DEFAULT) -> tuple[str, dict]:
+    """The model to use, from the nested out-of-fold predictions of the n labelled samples ``candidates`` (name ->
+    predictions): the single model with the lowest cv_rmse, entered with the nested predictions of that pick
+    (:func:`dtl_dist.study.ensembles.single_pick`), and each ensemble. ``default`` stands unless a rival's nested cv
+    RMSE is lower by more than one standard error of the paired difference (:func:`dtl_dist.study.ensembles.margin`);
+    then the rival with the lowest. Without a finite ``default``: the lowest. Returns the name and, per rival, its
+    (gain, standard error) against the default."""
+    finite = {name: p for name, p in candidates.items() if np.all(np.isfinite(p))}
+    scores = {name: rmse(y, p) for name, p in finite.items()}
+    if default not in finite:
+        return min(scores, key=scores.get), {}
+    margins = {name: margin(finite[default], p, y, outer) for name, p in finite.items() if name != default}
+    better = {name: scores[name] for name, (gain, se) in margins.items() if gain > se}
+    return (min(better, key=better.get) if better else default), margins
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -74,11 +82,15 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
     names = list(summaries)
     scores = cv_rmse(data.local_y, {n: summaries[n]["cv_predictions"] for n in names})
     ensembles = [m.name for m in MODELS if m.make == "ensemble" and m.name in summaries]
-    single_pick = single_pick_cv({n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in names
-                                  if n not in ensembles}, data.local_y, data.outer)
-    chosen = recommend(scores, ensembles, single_pick)  # decided before local_test is read
-    write_json(out / CHOICE, {"recommended": chosen, "single_pick_cv": single_pick,
-                              "ensembles_cv": {e: scores[e] for e in ensembles}})
+    singles = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in names if n not in ensembles}
+    best = min((n for n in singles if math.isfinite(scores[n])), key=scores.get)
+    candidates = {best: single_pick(singles, data.local_y, data.outer),
+                  **{e: np.asarray(summaries[e]["cv_predictions"], dtype=float) for e in ensembles}}
+    chosen, margins = recommend(candidates, data.local_y, data.outer)  # decided before local_test is read
+    write_json(out / CHOICE, {"recommended": chosen, "default": DEFAULT, "single_pick": best,
+                              "single_pick_cv": rmse(data.local_y, candidates[best]),
+                              "ensembles_cv": {e: scores[e] for e in ensembles},
+                              "margins": {n: {"gain": g, "se": se} for n, (g, se) in margins.items()}})
     residuals = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) - data.local_y for n in names}
     for name in names:
         save_calibration(out / MODELS_DIR / name, residuals[name],
@@ -117,6 +129,6 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
     _write_csv(out / "cv_predictions.csv", cv)
     if observed.size >= 2:
         observed_vs_estimated(out / "observed_vs_estimated.png", observed, {n: predictions[n] for n in names},
-                              title=f"local_test (N - n = {observed.size}); framed: {chosen}, recommended by "
-                                    "cv_rmse on the n labelled samples", highlight=chosen)
+                              title=f"local_test (N - n = {observed.size}); framed: {chosen}, recommended on "
+                                    "the n labelled samples", highlight=chosen)
     return metrics

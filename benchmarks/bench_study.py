@@ -11,7 +11,10 @@ gain against Local of local PLS, the best single model by test RMSE (an oracle, 
 with the lowest cv_rmse, each ensemble and the recommended row, the recommended model's ratio to local PLS, and the
 library-coverage check beside the best transfer's gain.
 
-Usage: python benchmarks/bench_study.py [--sites UL.120 SL.125 CV.98 SC.93 SYN-with SYN-without]
+The held-out real sites SA.112, RP.62 and SP.231 (:data:`HELD_OUT`) test the recommendation rule on sites it
+was not chosen on, each on the grid it shares with its library.
+
+Usage: python benchmarks/bench_study.py [--sites UL.120 SL.125 CV.98 SC.93 SYN-with SYN-without SA.112 RP.62 SP.231]
        [--budget quick|paper] [--trials N] [--out benchmarks/out/study]
 (a rerun with the same --out resumes: finished stages are read back)
 """
@@ -33,6 +36,8 @@ import pandas as pd
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 sys.path.insert(0, str(Path(__file__).parent))
 
+from dtl_dist.library.ingest import VISNIR_SITES, ingest, limesoda_source  # noqa: E402
+from dtl_dist.library.real_data import data_dir, library_sources  # noqa: E402
 from dtl_dist.study.config import StudyConfig  # noqa: E402
 from dtl_dist.study.coverage import site_coverage  # noqa: E402
 from dtl_dist.study.data import load_study_data  # noqa: E402
@@ -42,6 +47,11 @@ from dtl_dist.study.run import run_study  # noqa: E402
 from synthetic_cases import CASES, stores  # noqa: E402
 
 COUNTRY = {"UL.120": "SE", "SL.125": "SE", "CV.98": None, "SC.93": None}
+HELD_OUT = {"SA.112": ("1000:2400:10", ("RP.62",), "DE"), "RP.62": ("1000:2400:10", ("SA.112",), "DE"),
+            "SP.231": ("420:1700:10", (), None)}
+"""Real sites the recommendation rule was not chosen on (issue 16): site -> (the grid both the site and the
+library cover, LimeSoDa sites added to the library, country library). SA.112 and RP.62 are German on-the-go NIR
+scans (1000-2400 nm; each other's country library), SP.231 Japanese in-situ vis-NIR (350-1700 nm)."""
 CNNS = ("Local", "Global", "Country", "DTL-I_g", "DTL-I_c", "DTL-R_g", "DTL-R_c", "DTL-IR_g", "DTL-IR_c")
 SINGLES = [m.name for m in MODELS if m.make != "ensemble"]
 ENSEMBLES = [m.name for m in MODELS if m.make == "ensemble"]
@@ -86,6 +96,21 @@ def run_synthetic(case: str, out: Path, budget: str, trials) -> None:
               echo=lambda line: None)
 
 
+def run_held_out(site: str, out: Path, budget: str, trials) -> None:
+    """The study of a held-out site (:data:`HELD_OUT`) on its grid; resumes a finished or killed one."""
+    grid, extra, country = HELD_OUT[site]
+    folder = data_dir(None)
+    data = out / "data"
+    library, local = data / "library.zarr", data / f"{site}.zarr"
+    if not library.exists():
+        ingest(library_sources([*VISNIR_SITES, *extra], folder), library, grid=grid)
+    if not local.exists():
+        ingest([limesoda_source(site)], local, grid=grid)
+    study = out / "study"
+    run_study(StudyConfig(library=str(library), site=str(local), out=str(study), country=country, budget=budget,
+                          trials=trials, workers=2, resume=study.exists()), echo=lambda line: None)
+
+
 def gain(local: float, value: float) -> float:
     return (local - value) / local * 100
 
@@ -120,13 +145,14 @@ def print_choice(rows: list) -> None:
         print(f"| {r['site']} | {r['local']:.3f} | {r['local-PLS']:+.1f} % | {r['oracle'][0]} {r['oracle'][1]:+.1f} % | "
               f"{r['by_cv'][0]} {r['by_cv'][1]:+.1f} % | " + " | ".join(f"{r[e]:+.1f} %" for e in ENSEMBLES)
               + f" | {r['recommended'][0]} {r['recommended'][1]:+.1f} % | {r['vs_pls']:.3f} |")
-    real = [r for r in rows if r["site"] in COUNTRY]
-    if real:
-        print(f"| mean of the {len(real)} LimeSoDa sites | | {np.mean([r['local-PLS'] for r in real]):+.1f} % | "
-              f"{np.mean([r['oracle'][1] for r in real]):+.1f} % | {np.mean([r['by_cv'][1] for r in real]):+.1f} % | "
-              + " | ".join(f"{np.mean([r[e] for r in real]):+.1f} %" for e in ENSEMBLES)
-              + f" | {np.mean([r['recommended'][1] for r in real]):+.1f} % | worst "
-              f"{max(r['vs_pls'] for r in real):.3f} |")
+    for label, sites in (("LimeSoDa sites", COUNTRY), ("held-out sites", HELD_OUT)):
+        real = [r for r in rows if r["site"] in sites]
+        if real:
+            print(f"| mean of the {len(real)} {label} | | {np.mean([r['local-PLS'] for r in real]):+.1f} % | "
+                  f"{np.mean([r['oracle'][1] for r in real]):+.1f} % | {np.mean([r['by_cv'][1] for r in real]):+.1f} % | "
+                  + " | ".join(f"{np.mean([r[e] for r in real]):+.1f} %" for e in ENSEMBLES)
+                  + f" | {np.mean([r['recommended'][1] for r in real]):+.1f} % | worst "
+                  f"{max(r['vs_pls'] for r in real):.3f} |")
     print("\n| site | share inside | neighbour ratio | n_like (k = 100) | SOC share | best transfer | its gain vs Local |")
     print("|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
@@ -137,7 +163,7 @@ def print_choice(rows: list) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", nargs="+", default=[*COUNTRY, *CASES])
+    parser.add_argument("--sites", nargs="+", default=[*COUNTRY, *CASES, *HELD_OUT])
     parser.add_argument("--budget", default="quick")
     parser.add_argument("--trials", type=int)
     parser.add_argument("--out", default="benchmarks/out/study")
@@ -151,6 +177,8 @@ def main() -> None:
         start = time.perf_counter()
         if site in CASES:
             run_synthetic(site, out, args.budget, args.trials)
+        elif site in HELD_OUT:
+            run_held_out(site, out, args.budget, args.trials)
         else:
             run_main_job(MainJob(out=str(out), site=site, country=COUNTRY[site], budget=args.budget,
                                  trials=args.trials, data_dir=os.environ.get("DTL_DATA")), echo=lambda line: None)

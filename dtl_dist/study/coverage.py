@@ -18,7 +18,9 @@ local_test SOC), and the library's and the n labelled samples' SOC:
   compare with the k samples RS-LOCAL transfers;
 - ``soc_share``: the share of the library whose SOC lies within the labelled samples' SOC range.
 
-:func:`verdict` says it in words. bench_study measures how well it predicts the gain of the best transfer.
+:func:`verdict` says it in words: a site outside the library (transfer unlikely to help), a library with few of
+the site's soils (RS-LOCAL has little to find; transferred representations may still help: on `dtl synth` data
+without the site's country DTL-IR gained nearly as much as with it), or one that holds them. bench_study measures how well it predicts the gain of the best transfer.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ import numpy as np
 MAX_LIBRARY_ROWS = 20_000
 MAX_COMPONENTS = 20
 NEIGHBOURS = 10
+OUTSIDE_SHARE = 0.25
+FAR_RATIO = 5.0
+"""A site with fewer of its spectra inside the library's envelope, or with nearest library neighbours farther
+than this many times a library spectrum's own, lies outside the library (CV.98: 0 % and 12x, and every
+transfer lost; UL.120, SL.125, SC.93 and the synthetic sites: 48-100 % and 0.35-3.3x, benchmarks/README.md)."""
 
 
 def _pca(X: np.ndarray):
@@ -125,6 +132,11 @@ def verdict(figures: dict) -> str:
              f"{figures['local_soc_range'][0]:.2f}-{figures['local_soc_range'][1]:.2f} %")
     if figures["share_inside"] >= 0.9 and figures["n_like"] >= figures["k"]:
         return f"the library holds spectra like the site's, transfer can help: {facts}."
-    if figures["share_inside"] < 0.5 or figures["n_like"] < figures["k"] / 4:
-        return f"transfer is unlikely to help, the library holds few spectra like the site's: {facts}."
+    if figures["share_inside"] < OUTSIDE_SHARE or figures["neighbour_ratio"] > FAR_RATIO:
+        return (f"transfer is unlikely to help, the site's spectra lie outside the library's: {facts}. The "
+                "study's cv_rmse will say whether any transferred model still beats Local.")
+    if figures["n_like"] < figures["k"] / 4:
+        return (f"the library holds few of the site's soils, RS-LOCAL has little to find: {facts}. Transfer of "
+                "representations can still help where the library's soils share the site's spectral-SOC "
+                "relation; the study's cv_rmse will say.")
     return f"the library covers the site in part, transfer may help a little: {facts}."

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -189,8 +189,20 @@ def run_study(config: StudyConfig, *, echo: Callable[[str], None] = print) -> di
         lock.release()
 
 
-def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str], None]) -> dict:
+@contextmanager
+def _nothing_left_if_refused(out: Path, fresh: bool):
+    """Bad input refused before any work leaves no new run directory: the lock and the site's split copy are all
+    a failed start may have written."""
     try:
+        yield
+    except UserInputError:
+        if fresh:
+            remove_path(out)
+        raise
+
+
+def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str], None]) -> dict:
+    with _nothing_left_if_refused(out, fresh):
         _check_out(config, out)
         data = load_study_data(config, out)
         inputs = {"library": _fingerprint(data.library.view), "site": _fingerprint(data.site),
@@ -200,17 +212,9 @@ def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str]
         stages = build_stages(ctx)
         _, chosen, finished = plan_stages(stages, out, options, config.only)  # an --only that cannot run fails here
         kinds = {stage.kind for stage in chosen if finished(stage) is None}
-    except UserInputError:
-        if fresh:  # the lock and the site's split copy are all a failed start may have written
-            remove_path(out)
-        raise
     with ExitStack() as stack:
-        try:  # a resource request no Ray node can meet stops here, before any work
+        with _nothing_left_if_refused(out, fresh):  # a resource request no Ray node can meet stops here
             ctx.stage_map, ctx.rslocal_engine = _engines(config, stack, kinds, out, echo)
-        except UserInputError:
-            if fresh:
-                remove_path(out)
-            raise
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         coverage = site_coverage(data, config.k)

@@ -5,8 +5,10 @@ A synthetic site (`dtl synth --site-n 120`, seed 0, 20 nm grid; n = 30 by Kennar
 samples transfer should pick). RS-LOCAL (k = 100, the study's settings) runs twice: on the library as it is, and
 with the 3,000 other samples' SOC shuffled among them (useless samples: any of them that RS-LOCAL keeps was kept
 by chance); then on the library spectra that lie among the site's (the coverage check's ``n_like``
-neighbourhood, :func:`dtl_dist.study.coverage.like_site`, from the site's spectra alone). Printed: the share of the site's soils among the k selected, the median subset RMSE on the n local
-samples at the start and the end, and the test RMSE of PLS on the k + n localised data against local PLS.
+neighbourhood, :func:`dtl_dist.study.coverage.like_site`, from the site's spectra alone). Printed: the share of the
+site's soils among the k selected, the median subset RMSE on the n local samples at the start and the end, and the
+test RMSE of PLS on the k + n localised data against local PLS; then, as references for RS-LOCAL's choice within
+that neighbourhood, PLS on k samples drawn at random from it (five draws) and on all of it, each with the n.
 
 Usage: python benchmarks/bench_rslocal_overfit.py
 """
@@ -68,6 +70,13 @@ def main() -> None:
         localised = pls(np.vstack([L[rows], S[labelled]]), np.r_[target[rows], site.soc[labelled]], S[test])
         print(f"| {name} | {site_soils[rows].mean():.0%} (library: 25 %) | {result.trace[0]['score_q50']:.3f} / "
               f"{result.trace[-1]['score_q50']:.3f} | {rmse(localised):.3f} | {time.perf_counter() - start:.0f} |")
+    rng = np.random.default_rng(0)
+    draws = [rng.choice(near, 100, replace=False) for _ in range(5)]
+    for name, choices in (("k at random among the site's spectra (5 draws)", draws), ("all the site's spectra", [near])):
+        scores = [rmse(pls(np.vstack([L[rows], S[labelled]]), np.r_[y[rows], site.soc[labelled]], S[test]))
+                  for rows in choices]
+        print(f"| {name} | {np.mean([site_soils[rows].mean() for rows in choices]):.0%} | | "
+              f"{' '.join(f'{v:.3f}' for v in scores)} | |")
 
 
 if __name__ == "__main__":

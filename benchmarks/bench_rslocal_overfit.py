@@ -72,7 +72,8 @@ def main() -> None:
               f"{result.trace[-1]['score_q50']:.3f} | {rmse(localised):.3f} | {time.perf_counter() - start:.0f} |")
     rng = np.random.default_rng(0)
     draws = [rng.choice(near, 100, replace=False) for _ in range(5)]
-    for name, choices in (("k at random among the site's spectra (5 draws)", draws), ("all the site's spectra", [near])):
+    for name, choices in (("k at random among the site's spectra (5 draws)", draws),
+                          ("all the site's spectra", [near])):
         scores = [rmse(pls(np.vstack([L[rows], S[labelled]]), np.r_[y[rows], site.soc[labelled]], S[test]))
                   for rows in choices]
         print(f"| {name} | {np.mean([site_soils[rows].mean() for rows in choices]):.0%} | | "

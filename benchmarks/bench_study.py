@@ -149,7 +149,8 @@ def print_choice(rows: list) -> None:
         real = [r for r in rows if r["site"] in sites]
         if real:
             print(f"| mean of the {len(real)} {label} | | {np.mean([r['local-PLS'] for r in real]):+.1f} % | "
-                  f"{np.mean([r['oracle'][1] for r in real]):+.1f} % | {np.mean([r['by_cv'][1] for r in real]):+.1f} % | "
+                  f"{np.mean([r['oracle'][1] for r in real]):+.1f} % | "
+                  f"{np.mean([r['by_cv'][1] for r in real]):+.1f} % | "
                   + " | ".join(f"{np.mean([r[e] for r in real]):+.1f} %" for e in ENSEMBLES)
                   + f" | {np.mean([r['recommended'][1] for r in real]):+.1f} % | worst "
                   f"{max(r['vs_pls'] for r in real):.3f} |")

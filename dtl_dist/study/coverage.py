@@ -20,7 +20,8 @@ local_test SOC), and the library's and the n labelled samples' SOC:
 
 :func:`verdict` says it in words: a site outside the library (transfer unlikely to help), a library with few of
 the site's soils (RS-LOCAL has little to find; transferred representations may still help: on `dtl synth` data
-without the site's country DTL-IR gained nearly as much as with it), or one that holds them. bench_study measures how well it predicts the gain of the best transfer.
+without the site's country DTL-IR gained nearly as much as with it), or one that holds them. bench_study
+measures how well it predicts the gain of the best transfer.
 """
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ The candidates are every single model of the study. The recommendation (:func:`d
 compares like with like: the single model with the lowest cv_rmse enters it with the nested predictions of that
 pick (:func:`single_pick`), since the lowest of 14 cv_rmse is biased low by the pick itself, and the ensembles
 with their own nested ones; the stack stands unless a rival beats it by more than one standard error
-(:func:`margin`). Each model's out-of-fold prediction of a sample of outer
-fold g was made by the model rebuilt without fold g (:mod:`dtl_dist.study.designs`). The ensemble's own
-``cv_rmse`` is nested (:func:`nested`): for each outer fold f the rule is applied to the out-of-fold predictions
+(:func:`margin`). Each model's out-of-fold prediction of a sample of outer fold g was made by the model rebuilt
+without fold g (:mod:`dtl_dist.study.designs`). The ensemble's own ``cv_rmse`` is nested (:func:`nested`): for each outer fold f the rule is applied to the out-of-fold predictions
 and SOC of the samples of the *other* folds only, and the combination it gives is applied to fold f's
 out-of-fold predictions, which come from models that never saw fold f. So neither fold f's predictions nor its
 SOC is ever a target a choice is fitted or ranked on; fold f's SOC enters the choice only as training data of

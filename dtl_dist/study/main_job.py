@@ -75,7 +75,7 @@ def format_metrics(metrics) -> str:
         name = row.model if row.model != "recommended" else f"-> {row.recommended_model}"
         lines.append(f"{name:<14} {row.rmse:6.3f} {row.me:7.3f} {row.ccc:6.3f} {row.r2:6.3f} "
                      f"{row.delta_rmse_pct:7.1f} {row.cv_rmse:8.3f} {row.n_train:7d}")
-    lines.append("-> : the model recommended on the n labelled samples alone (no local_test data): the stack, unless the "
-                 "best single pick or mean-1SE has a nested cv RMSE lower by more than one standard error "
-                 "(RUN/choice.json)")
+    lines.append("-> : the model recommended on the n labelled samples alone (no local_test data): the stack, "
+                 "unless the best single pick or mean-1SE has a nested cv RMSE lower by more than one standard "
+                 "error (RUN/choice.json)")
     return "\n".join(lines)

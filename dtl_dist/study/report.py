@@ -273,13 +273,13 @@ def write_report(run, *, echo=print) -> Path:
     choice = json.loads((run / "choice.json").read_text()) if (run / "choice.json").is_file() else None
     margins = {} if choice is None else choice.get("margins", {})
     against = "" if choice is None else (
-        f" It was chosen by nested cv RMSE, the stack standing unless a rival beats it by more than one standard "
+        f" It was chosen by nested cv RMSE, the {html.escape(choice.get('default', 'stack'))} standing unless a rival beats it by more than one standard "
         f"error of their paired difference over the outer folds: picking the single model with the lowest cv_rmse "
         f"({html.escape(choice.get('single_pick', 'the best single'))}) scores {choice['single_pick_cv']:.3f} when "
         "the pick itself is made without the fold it predicts (the lowest of many cv_rmse is biased low by the "
         "pick), " + ", ".join(f"{html.escape(e)} {v:.3f}" for e, v in choice["ensembles_cv"].items())
-        + "".join(f"; {html.escape(n)} minus stack {-m['gain']:+.3f} (standard error {m['se']:.3f})"
-                  for n, m in margins.items()) + ".")
+        + "".join(f"; {html.escape(n)} minus {html.escape(choice['default'])} {-m['gain']:+.3f} (standard error "
+                  f"{m['se']:.3f})" for n, m in margins.items()) + ".")
     sentence = (f"The recommended model is <b>{html.escape(recommended)}</b>: cv_rmse "
                 f"{row.cv_rmse:.3f} % SOC, {how}.{against} The "
                 f"{len(predictions)} local_test samples were not read to choose it; on them it has RMSE "

@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not heavy"
 
-# The longest proofs (about 7 min on 2 cores): kills in every stage of a study, four trials per logical GPU
+# The longest proofs (4.4 min on 2 cores): kills in every stage of a study, four trials per logical GPU
 # over two Ray nodes. Run before a release or after touching those paths.
 test-heavy: $(STAMP)
 	$(PY) -m pytest -q -m heavy

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ray import tune as ray_tune
 
-from dtl_dist.engines.ray import TuneRunner, gpus_per_trial, init, param_space, trial_resources
+from dtl_dist.engines.ray import TuneRunner, init, param_space, trial_resources
 from dtl_dist.errors import UserInputError
 from dtl_dist.nn.model_dir import load_model
 from dtl_dist.nn.search import TuneData, check_space, run_trial, tune
@@ -164,10 +164,10 @@ def test_ray_address_that_does_not_answer():
 
 def test_gpu_request_without_gpus(ray_session):
     with pytest.raises(UserInputError, match="has 0 GPU"):
-        gpus_per_trial(0.25)
+        trial_resources(1, 0.25)
     with pytest.warns(UserWarning, match="run on CPU"):
-        assert gpus_per_trial(0.25, allow_cpu_fallback=True) == 0.0
-    assert gpus_per_trial(0) == 0.0
+        assert trial_resources(1, 0.25, allow_cpu_fallback=True) == (1.0, 0.0)
+    assert trial_resources(1, 0) == (1.0, 0.0)
     warned = []
     assert trial_resources(2, 0.5, allow_cpu_fallback=True, warn=warned.append) == (2.0, 0.0)
     assert warned == ["warning: --gpus-per-trial 0.5: the Ray cluster has no GPU; the trials run on CPU (--cpu-fallback)"]

@@ -226,11 +226,6 @@ def trial_resources(cpus: float = 1, gpus: float = 0, *, allow_cpu_fallback: boo
     )
 
 
-def gpus_per_trial(requested: float, *, allow_cpu_fallback: bool = False) -> float:
-    """GPUs each one-CPU trial may use (:func:`trial_resources`)."""
-    return trial_resources(1, requested, allow_cpu_fallback=allow_cpu_fallback)[1]
-
-
 def node_slots(cpus: float, gpus: float) -> list[str]:
     """The order in which :func:`map_blocks` hands tasks of ``cpus`` CPUs and ``gpus`` GPUs to the alive Ray
     nodes: node ids taking turns, each as often as it runs such tasks at once (a node with twice the GPUs gets

@@ -32,6 +32,7 @@ from dtl_dist.library.atomic import atomic_path, write_text
 from dtl_dist.library.summary import STATISTICS, soc_statistics
 from dtl_dist.spectra.preprocess import SNV
 from dtl_dist.study.data import load_study_data
+from dtl_dist.study.evaluate import CHOICE
 from dtl_dist.study.figures import _pyplot, observed_vs_estimated
 from dtl_dist.study.instances import selections
 from dtl_dist.study.models import MODELS
@@ -270,16 +271,19 @@ def write_report(run, *, echo=print) -> Path:
            f"the RMSE of its out-of-fold predictions of the {data.local_y.size} labelled local samples, each made by "
            f"a model rebuilt without that sample's outer fold ({data.n_outer} folds; every choice inside a fold "
            "made on its training part)")
-    choice = json.loads((run / "choice.json").read_text()) if (run / "choice.json").is_file() else None
-    margins = {} if choice is None else choice.get("margins", {})
-    against = "" if choice is None else (
-        f" It was chosen by nested cv RMSE, the {html.escape(choice.get('default', 'stack'))} standing unless a rival beats it by more than one standard "
-        f"error of their paired difference over the outer folds: picking the single model with the lowest cv_rmse "
-        f"({html.escape(choice.get('single_pick', 'the best single'))}) scores {choice['single_pick_cv']:.3f} when "
-        "the pick itself is made without the fold it predicts (the lowest of many cv_rmse is biased low by the "
-        "pick), " + ", ".join(f"{html.escape(e)} {v:.3f}" for e, v in choice["ensembles_cv"].items())
-        + "".join(f"; {html.escape(n)} minus {html.escape(choice['default'])} {-m['gain']:+.3f} (standard error "
-                  f"{m['se']:.3f})" for n, m in margins.items()) + ".")
+    choice = json.loads((run / CHOICE).read_text()) if (run / CHOICE).is_file() else None
+    against = ""
+    if choice is not None:  # the keys a study of an earlier version did not write have their defaults
+        default = html.escape(choice.get("default", "stack"))
+        against = (
+            f" It was chosen by nested cv RMSE, the {default} standing unless a rival beats it by more than one "
+            "standard error of their paired difference over the outer folds: picking the single model with the "
+            f"lowest cv_rmse ({html.escape(choice.get('single_pick', 'the best single'))}) scores "
+            f"{choice['single_pick_cv']:.3f} when the pick itself is made without the fold it predicts (the lowest "
+            "of many cv_rmse is biased low by the pick), "
+            + ", ".join(f"{html.escape(e)} {v:.3f}" for e, v in choice["ensembles_cv"].items())
+            + "".join(f"; {html.escape(n)} minus {default} {-m['gain']:+.3f} (standard error {m['se']:.3f})"
+                      for n, m in choice.get("margins", {}).items()) + ".")
     sentence = (f"The recommended model is <b>{html.escape(recommended)}</b>: cv_rmse "
                 f"{row.cv_rmse:.3f} % SOC, {how}.{against} The "
                 f"{len(predictions)} local_test samples were not read to choose it; on them it has RMSE "

@@ -36,8 +36,7 @@ import pandas as pd
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dtl_dist.library.ingest import VISNIR_SITES, ingest, limesoda_source  # noqa: E402
-from dtl_dist.library.real_data import data_dir, library_sources  # noqa: E402
+from dtl_dist.library.ingest import REAL_DATA_GRID  # noqa: E402
 from dtl_dist.study.config import StudyConfig  # noqa: E402
 from dtl_dist.study.coverage import site_coverage  # noqa: E402
 from dtl_dist.study.data import load_study_data  # noqa: E402
@@ -94,21 +93,6 @@ def run_synthetic(case: str, out: Path, budget: str, trials) -> None:
                           trials=trials or SYNTHETIC_BUDGET["trials"], inner_folds=SYNTHETIC_BUDGET["inner_folds"],
                           max_epochs=SYNTHETIC_BUDGET["max_epochs"], workers=2, resume=study.exists()),
               echo=lambda line: None)
-
-
-def run_held_out(site: str, out: Path, budget: str, trials) -> None:
-    """The study of a held-out site (:data:`HELD_OUT`) on its grid; resumes a finished or killed one."""
-    grid, extra, country = HELD_OUT[site]
-    folder = data_dir(None)
-    data = out / "data"
-    library, local = data / "library.zarr", data / f"{site}.zarr"
-    if not library.exists():
-        ingest(library_sources([*VISNIR_SITES, *extra], folder), library, grid=grid)
-    if not local.exists():
-        ingest([limesoda_source(site)], local, grid=grid)
-    study = out / "study"
-    run_study(StudyConfig(library=str(library), site=str(local), out=str(study), country=country, budget=budget,
-                          trials=trials, workers=2, resume=study.exists()), echo=lambda line: None)
 
 
 def gain(local: float, value: float) -> float:
@@ -178,11 +162,11 @@ def main() -> None:
         start = time.perf_counter()
         if site in CASES:
             run_synthetic(site, out, args.budget, args.trials)
-        elif site in HELD_OUT:
-            run_held_out(site, out, args.budget, args.trials)
         else:
-            run_main_job(MainJob(out=str(out), site=site, country=COUNTRY[site], budget=args.budget,
-                                 trials=args.trials, data_dir=os.environ.get("DTL_DATA")), echo=lambda line: None)
+            grid, extra, country = HELD_OUT.get(site, (REAL_DATA_GRID, (), COUNTRY.get(site)))
+            run_main_job(MainJob(out=str(out), site=site, country=country, budget=args.budget, trials=args.trials,
+                                 data_dir=os.environ.get("DTL_DATA"), grid=grid, extra_library=extra),
+                         echo=lambda line: None)
         rows.append(site_table(site, out, time.perf_counter() - start))
         choices.append(choice_row(site, out))
         print(f"coverage: {choices[-1]['coverage']['verdict']}", flush=True)

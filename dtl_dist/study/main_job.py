@@ -26,7 +26,9 @@ from dtl_dist.study.run import run_study
 
 @dataclass(frozen=True)
 class MainJob:
-    """Options of ``dtl demo``: the site, its country, the output folder and the study's settings."""
+    """Options of ``dtl demo``: the site, its country, the output folder and the study's settings; ``grid``, the
+    grid the site and the library share, and ``extra_library``, LimeSoDa sites added to the library, let the job
+    run a site that does not cover 420-2500 nm (e.g. SA.112's 1000-2400 nm with ``grid="1000:2400:10"``)."""
 
     out: str = "demo_out"
     site: str = "UL.120"
@@ -36,6 +38,8 @@ class MainJob:
     trials: int | None = None
     seed: int = 0
     workers: int = 2
+    grid: str = REAL_DATA_GRID
+    extra_library: tuple = ()
 
 
 def stores(job: MainJob, echo: Callable[[str], None]) -> tuple[Path, Path]:
@@ -46,9 +50,10 @@ def stores(job: MainJob, echo: Callable[[str], None]) -> tuple[Path, Path]:
     if not library.exists():
         if folder is None:
             echo(f"note: no --data-dir or {DATA_ENV}; the global library holds the LimeSoDa sites only")
-        ingest(library_sources([s for s in VISNIR_SITES if s != job.site], folder), library, grid=REAL_DATA_GRID)
+        sites = [s for s in VISNIR_SITES if s != job.site] + list(job.extra_library)
+        ingest(library_sources(sites, folder), library, grid=job.grid)
     if not site.exists():
-        ingest([limesoda_source(job.site)], site, grid=REAL_DATA_GRID)
+        ingest([limesoda_source(job.site)], site, grid=job.grid)
     return library, site
 
 

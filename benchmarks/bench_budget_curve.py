@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from dtl_dist.library.ingest import REAL_DATA_GRID, ingest, limesoda_source
 from dtl_dist.nn.model_dir import load_model
 from dtl_dist.nn.search import SearchResult
 from dtl_dist.study.config import StudyConfig
 from dtl_dist.study.data import load_study_data
 from dtl_dist.study.designs import assemble, local_design
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_small_data import site_stores  # noqa: E402
 
 
 def main() -> None:
@@ -36,11 +39,8 @@ def main() -> None:
     outcomes = [json.loads(p.read_text()) for p in sorted(args.trials.glob("trial_*/outcome.json"))]
     with tempfile.TemporaryDirectory() as tmp:  # the same split as bench_small_data's (seed 0, n = 30)
         tmp = Path(tmp)
-        site = ingest([limesoda_source(args.site)], tmp / "site.zarr", grid=REAL_DATA_GRID)
-        other = ingest([limesoda_source("SL.125" if args.site != "SL.125" else "UL.120")], tmp / "lib.zarr",
-                       grid=REAL_DATA_GRID)
-        config = StudyConfig(library=str(other.path), site=str(site.path), out=str(tmp / "run"), workers=0,
-                             inner_folds=10)
+        site, library = site_stores(args.site, tmp)
+        config = StudyConfig(library=str(library), site=str(site), out=str(tmp / "run"), workers=0, inner_folds=10)
         data = load_study_data(config, tmp / "run")
         design = local_design(data)
         observed = data.test_y()

@@ -41,6 +41,15 @@ VARIANTS = {
 }
 
 
+def site_stores(site: str, folder: Path) -> tuple[Path, Path]:
+    """The site's store and the store of the other Swedish site (a library the study needs but Local never
+    reads), written into ``folder``."""
+    store = ingest([limesoda_source(site)], folder / f"{site}.zarr", grid=REAL_DATA_GRID)
+    other = "SL.125" if site != "SL.125" else "UL.120"
+    library = ingest([limesoda_source(other)], folder / f"{site}_library.zarr", grid=REAL_DATA_GRID)
+    return store.path, library.path
+
+
 def run_variant(site_store: Path, other: Path, out: Path, variant: dict, task_map) -> dict:
     config = StudyConfig(library=str(other), site=str(site_store), out=str(out), workers=0,
                          inner_folds=variant["inner_folds"], trials=variant["trials"])
@@ -84,11 +93,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for site in args.sites:
-            store = ingest([limesoda_source(site)], tmp / f"{site}.zarr", grid=REAL_DATA_GRID)
-            other = "SL.125" if site != "SL.125" else "UL.120"
-            library = ingest([limesoda_source(other)], tmp / f"{site}_library.zarr", grid=REAL_DATA_GRID)
+            store, library = site_stores(site, tmp)
             for name in args.variants:
-                r = run_variant(store.path, library.path, tmp / f"{site}_{len(name)}_{name[:5]}", VARIANTS[name],
+                r = run_variant(store, library, tmp / f"{site}_{len(name)}_{name[:5]}", VARIANTS[name],
                                 task_map)
                 print(f"| {name} | {site} | {r['cnn']:.3f} | {r['pls']:.3f} | {r['cnn'] / r['pls']:.3f} | "
                       f"{r['spread']:.2f} | {r['cv']:.3f} | {r['seconds']:.0f} |", flush=True)

@@ -94,12 +94,15 @@ def ray_session():
 class KillWhenRunning:
     """SIGKILL the first descendant of process ``root`` (default: this one) whose title starts with ``title`` (a
     Ray worker sets ``ray::FUNCTION`` while it runs a task) as soon as one appears, from a watcher thread;
-    ``killed``: its process id (None until then). Only descendants: other people's Ray on the machine is theirs."""
+    ``killed``: its process id (None until then). With ``tree``, ``root`` and all its descendants go too (a whole
+    Ray node: its ``ray start``, raylet and workers); ``tree_killed``: their process ids. Only descendants: other
+    people's Ray on the machine is theirs."""
 
-    def __init__(self, title: str, root: int | None = None, timeout_s: float = 120):
+    def __init__(self, title: str, root: int | None = None, timeout_s: float = 120, tree: bool = False):
         import threading
 
         self.title, self.root, self.killed, self.timeout_s = title, root or os.getpid(), None, timeout_s
+        self.tree, self.tree_killed = tree, []
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
 
@@ -120,7 +123,15 @@ class KillWhenRunning:
                     if (proc.cmdline() or [""])[0].startswith(self.title):
                         os.kill(proc.pid, signal.SIGKILL)
                         self.killed = proc.pid
-                        return
+                        break
                 except psutil.Error:
                     continue
+            if self.killed is not None:
+                for pid in [self.root, *(p.pid for p in procs)] if self.tree else ():
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        self.tree_killed.append(pid)
+                    except ProcessLookupError:
+                        pass
+                return
             time.sleep(0.01)

@@ -6,14 +6,10 @@ trial runs again on the head node, and the trial table equals an unbroken in-pro
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from dtl_dist.nn.search import CandidateRunner, tune
@@ -42,15 +38,8 @@ open({report!r}, "w").write(json.dumps({{"trials": {{t.trial_id: [t.status, t.rm
 """  # the report goes to a file: the driver's stdout also carries the raylets' log lines
 
 
-def _node_processes(root: int) -> list[psutil.Process]:
-    try:
-        parent = psutil.Process(root)
-        return [parent, *parent.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
 def test_a_ray_node_stopped_mid_search_loses_no_trial(one_torch_thread, tmp_path, monkeypatch):
+    from conftest import KillWhenRunning
     from test_search import search_data, tiny_space
 
     # a node's death is noticed within ~2 s (Ray's default health check takes ~30 s)
@@ -59,28 +48,14 @@ def test_a_ray_node_stopped_mid_search_loses_no_trial(one_torch_thread, tmp_path
     space = tiny_space(max_epochs=Int(40, 40), patience=Int(40, 40))  # trials of ~1 s: time to be stopped in
     unbroken = tune(search_data()[0], space, trials=2, runner=CandidateRunner(tmp_path / "serial"), seed=4)
     with LoopbackRay(nodes=2, cpus=1) as cluster:
-        second = cluster.procs[1].pid
+        # stop the whole second node (its `ray start`, raylet, workers) once it trains a trial
+        killer = KillWhenRunning("ray::run_task", root=cluster.procs[1].pid, tree=True)
         driver = subprocess.Popen(
             [sys.executable, "-c", DRIVER.format(tests=str(ROOT / "tests"), address=cluster.address,
                                                   storage=str(tmp_path / "ray"), report=str(tmp_path / "report.json"))],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        stopped, deadline = [], time.monotonic() + 120
-        while not stopped and time.monotonic() < deadline and driver.poll() is None:
-            processes = _node_processes(second)
-            try:
-                training = any((p.cmdline() or [""])[0].startswith("ray::run_task") for p in processes)
-            except psutil.Error:
-                training = False
-            if training:  # stop the whole second node: its `ray start`, raylet, workers
-                for p in processes:
-                    try:
-                        os.kill(p.pid, signal.SIGKILL)
-                        stopped.append(p.pid)
-                    except ProcessLookupError:
-                        pass
-            time.sleep(0.01)
         _, err = driver.communicate(timeout=180)
-    assert stopped, "no trial ran on the second node"
+    assert killer.tree_killed, "no trial ran on the second node"
     assert driver.returncode == 0, err[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     expected = {t.trial_id: t.rmse for t in unbroken.trials}

@@ -24,10 +24,25 @@ def test_library_coverage_tells_a_covered_site_from_a_far_one():
     covered = library_coverage(library_X, library_y, near, local_y, k=100)
     assert covered["share_inside"] >= 0.95 and covered["n_like"] >= 100 and covered["neighbour_ratio"] < 2
     assert covered["soc_share"] == pytest.approx(np.mean((library_y >= 1) & (library_y <= 3)))
-    assert covered["verdict"].startswith("the library holds spectra like the site's")
+    assert covered["verdict"].startswith("the library holds spectra like the site's") and covered["kind"] == "holds"
     away = library_coverage(library_X, library_y, far, local_y, k=100)
     assert away["share_inside"] == 0 and away["n_like"] < 25 and away["neighbour_ratio"] > 5
-    assert away["verdict"].startswith("transfer is unlikely to help")
+    assert away["verdict"].startswith("transfer is unlikely to help") and away["kind"] == "outside"
+    assert "the recommendation is chosen among those that use none" in away["verdict"]
+
+
+def test_a_site_outside_the_library_is_recommended_among_the_models_that_use_none():
+    """The coverage guard (dtl_dist.study.models.candidates): outside, Local and local-PLS only; in every other
+    case all 14 single models of Fig. 2 and the baselines (the 10 of a study without a country library)."""
+    from dtl_dist.study.models import candidates, models_for
+
+    assert candidates(models_for(True), "outside") == ["Local", "local-PLS"]
+    assert candidates(models_for(False), "outside") == ["Local", "local-PLS"]
+    for kind in ("holds", "few", "part"):
+        assert candidates(models_for(True), kind) == ["Local", "Global", "Country", "DTL-I_g", "DTL-I_c", "DTL-R_g",
+                                                      "DTL-R_c", "DTL-IR_g", "DTL-IR_c", "local-PLS", "global-PLS",
+                                                      "RS-LOCAL-PLS", "spiked-PLS", "MBL"]
+        assert len(candidates(models_for(False), kind)) == 10
 
 
 def test_the_check_tells_a_synthetic_library_rich_in_the_sites_soils_from_one_without():
@@ -50,6 +65,7 @@ def test_the_check_tells_a_synthetic_library_rich_in_the_sites_soils_from_one_wi
     assert rich["verdict"].startswith("the library holds spectra like the site's")
     assert poor["n_like"] < 25 and poor["neighbour_ratio"] > 0.9
     assert poor["verdict"].startswith("the library holds few of the site's soils, RS-LOCAL has little to find")
+    assert (rich["kind"], poor["kind"]) == ("holds", "few")
 
 
 def test_rslocal_searches_among_the_sites_spectra_when_the_library_holds_enough(tmp_path):

@@ -127,6 +127,34 @@ def test_the_recommended_model_follows_the_rule_and_has_its_own_test_metrics(stu
     assert row.tolist() == metrics.loc[chosen, ["rmse", "me", "ccc", "r2", "rpiq", "cv_rmse"]].tolist()
 
 
+
+def test_a_site_outside_the_library_is_recommended_among_the_models_that_use_none(stores, tmp_path):
+    """CV.98 (in-situ scans of moist soil) against the lab-dried LimeSoDa library: the coverage check puts it
+    outside, so every model is still built and reported but the ensembles combine, and the pick chooses among, Local
+    and local-PLS only (dtl_dist.study.models.candidates), and the report says why."""
+    from dtl_dist.study.report import write_report
+    from dtl_dist.study.stages import stage_summary
+
+    d = stores[0]
+    site = d / "CV.98.zarr"
+    if not site.exists():
+        ingest(["CV.98"], site, grid=REAL_DATA_GRID)
+    library = d / "SE_BR.zarr"
+    if not library.exists():
+        ingest(["SC.93", "SL.125", "UL.120"], library, grid=REAL_DATA_GRID)
+    out = tmp_path / "run"
+    result = run_study(_config((d, library, site), out), echo=lambda line: None)
+    assert result["coverage"]["kind"] == "outside" and result["coverage"]["share_inside"] < 0.25
+    metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False).set_index("model")
+    assert set(NAMES) <= set(metrics.index) and np.isfinite(metrics.loc["DTL-IR_g", "rmse"])
+    choice = json.loads((out / "choice.json").read_text())
+    assert choice["candidates"] == ["Local", "local-PLS"] and choice["single_pick"] in choice["candidates"]
+    assert result["recommended"] in {"Local", "local-PLS", "mean-1SE", "stack"}
+    for ensemble in ("mean-1SE", "stack"):
+        assert set(stage_summary(out, ensemble)["members"]) <= {"Local", "local-PLS"}
+    assert "only the models that use no library were candidates: Local, local-PLS" in \
+        write_report(out, echo=lambda line: None).read_text()
+
 def test_every_outer_fold_has_its_own_rslocal_selection_and_local_choice(study):
     """Per outer split, its own RS-LOCAL run and choice; that no split sees the samples it predicts is shown
     with a planted SOC in test_study_parts.py::test_a_planted_soc_never_reaches_its_own_outer_folds_prediction."""

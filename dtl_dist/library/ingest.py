@@ -52,6 +52,7 @@ LIMESODA_SITES = {
     "CV.98": ("CH", "SOC", "%"), "SC.93": ("BR", "SOC", "%"), "SL.125": ("SE", "SOM", "%"),
     "UL.120": ("SE", "SOM", "%"), "MG.44": ("BR", "SOC", "g dm-3"), "SSP.58": ("BR", "SOC", "g dm-3"),
     "SP.231": ("JP", "SOM", "%"), "RP.62": ("DE", "SOC", "%"), "SA.112": ("DE", "SOC", "%"),
+    "SSP.460": ("BR", "SOC", "%"),
 }
 """LimeSoDa sites with spectra in nm (reflectance %) that this package knows how to ingest."""
 VISNIR_SITES = ("CV.98", "SC.93", "SL.125", "UL.120")

@@ -18,7 +18,8 @@ local_test SOC), and the library's and the n labelled samples' SOC:
   compare with the k samples RS-LOCAL transfers;
 - ``soc_share``: the share of the library whose SOC lies within the labelled samples' SOC range.
 
-:func:`verdict` says it in words: a site outside the library (transfer unlikely to help), a library with few of
+:func:`verdict` says it in words: a site outside the library (transfer unlikely to help: the study then recommends
+among the models that use no library, :func:`dtl_dist.study.models.candidates`), a library with few of
 the site's soils (RS-LOCAL has little to find; transferred representations may still help: on `dtl synth` data
 without the site's country DTL-IR gained nearly as much as with it), or one that holds them. bench_study
 measures how well it predicts the gain of the best transfer.
@@ -106,7 +107,7 @@ def library_coverage(library_X: np.ndarray, library_y: np.ndarray, site_X: np.nd
         "n_like": n_like, "k": int(k),
         "soc_share": float(np.mean((library_y >= lo) & (library_y <= hi))), "local_soc_range": [lo, hi],
     }
-    return {**figures, "verdict": verdict(figures)}
+    return {**figures, "kind": kind(figures), "verdict": verdict(figures)}
 
 
 def site_coverage(data, k: int) -> dict:
@@ -123,6 +124,17 @@ def site_coverage(data, k: int) -> dict:
     return library_coverage(library.spectra(rows), library.y[rows], site_X, data.local_y, k=k, seed=data.seed)
 
 
+def kind(figures: dict) -> str:
+    """Which case of the verdict the coverage figures fall in: ``holds`` (the library holds spectra like the
+    site's), ``outside`` (the site lies outside it: :data:`OUTSIDE_SHARE`, :data:`FAR_RATIO`), ``few`` (few of the
+    site's soils) or ``part`` (covers it in part)."""
+    if figures["share_inside"] >= 0.9 and figures["n_like"] >= figures["k"]:
+        return "holds"
+    if figures["share_inside"] < OUTSIDE_SHARE or figures["neighbour_ratio"] > FAR_RATIO:
+        return "outside"
+    return "few" if figures["n_like"] < figures["k"] / 4 else "part"
+
+
 def verdict(figures: dict) -> str:
     """The coverage figures in words: can transfer help, and why (or why not)."""
     facts = (f"{figures['share_inside']:.0%} of the site's {figures['n_site']} spectra lie inside the library's "
@@ -131,13 +143,13 @@ def verdict(figures: dict) -> str:
              f"{figures['n_library_checked']} library spectra checked lie among the site's (RS-LOCAL transfers "
              f"k = {figures['k']}); {figures['soc_share']:.0%} of the library's SOC is within the labelled range "
              f"{figures['local_soc_range'][0]:.2f}-{figures['local_soc_range'][1]:.2f} %")
-    if figures["share_inside"] >= 0.9 and figures["n_like"] >= figures["k"]:
-        return f"the library holds spectra like the site's, transfer can help: {facts}."
-    if figures["share_inside"] < OUTSIDE_SHARE or figures["neighbour_ratio"] > FAR_RATIO:
-        return (f"transfer is unlikely to help, the site's spectra lie outside the library's: {facts}. The "
-                "study's cv_rmse will say whether any transferred model still beats Local.")
-    if figures["n_like"] < figures["k"] / 4:
-        return (f"the library holds few of the site's soils, RS-LOCAL has little to find: {facts}. Transfer of "
-                "representations can still help where the library's soils share the site's spectral-SOC "
-                "relation; the study's cv_rmse will say.")
-    return f"the library covers the site in part, transfer may help a little: {facts}."
+    return {
+        "holds": f"the library holds spectra like the site's, transfer can help: {facts}.",
+        "outside": f"transfer is unlikely to help, the site's spectra lie outside the library's: {facts}. The models "
+                   "that use the library are still built and reported, but the recommendation is chosen among "
+                   "those that use none (Local, local-PLS and their ensembles).",
+        "few": f"the library holds few of the site's soils, RS-LOCAL has little to find: {facts}. Transfer of "
+               "representations can still help where the library's soils share the site's spectral-SOC relation; "
+               "the study's cv_rmse will say.",
+        "part": f"the library covers the site in part, transfer may help a little: {facts}.",
+    }[kind(figures)]

@@ -3,9 +3,11 @@
 The paper picked its best model by the test RMSE; a practitioner has only the n labelled local samples. The
 recommendation (:func:`recommend`) reads nothing but each model's ``cv_rmse``: the RMSE of its out-of-fold
 predictions of the n labelled samples on the shared outer folds (for an ensemble, its nested out-of-fold
-predictions, :mod:`dtl_dist.study.ensembles`). The stack is recommended unless the single model with the lowest
-cv_rmse (weighed by the nested cv RMSE of that pick: the lowest of 14 cv_rmse is biased low by the pick itself)
-or mean-1SE beats it by more than one standard error (written to ``choice.json``). Only then are the N - n
+predictions, :mod:`dtl_dist.study.ensembles`), among the candidates: every single model and the ensembles of
+them, or only those that use no library where the site lies outside it (:func:`dtl_dist.study.models.candidates`).
+The stack is recommended unless the single model with the lowest cv_rmse (weighed by the nested cv RMSE of that
+pick: the lowest of 14 cv_rmse is biased low by the pick itself) or mean-1SE beats it by more than one standard
+error (written to ``choice.json``). Only then are the N - n
 local_test samples read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ
 and dRMSE against the local 1D-CNN.
 
@@ -76,18 +78,20 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
 
 
 def write_results(data: StudyData, summaries: dict, out: Path, target: str = "soc",
-                  level: float = DEFAULT_LEVEL) -> pd.DataFrame:
-    """Recommend a model, calibrate every model's interval, then evaluate them on local_test; write the tables
-    (module docstring) and each model's calibration residuals beside it (``RUN/models/NAME``)."""
+                  level: float = DEFAULT_LEVEL, members: list[str] | None = None) -> pd.DataFrame:
+    """Recommend a model (the single pick among ``members``, default every single model, or an ensemble of them),
+    calibrate every model's interval, then evaluate them on local_test; write the tables (module docstring) and
+    each model's calibration residuals beside it (``RUN/models/NAME``)."""
     names = list(summaries)
     scores = cv_rmse(data.local_y, {n: summaries[n]["cv_predictions"] for n in names})
     ensembles = [m.name for m in MODELS if m.make == "ensemble" and m.name in summaries]
-    singles = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in names if n not in ensembles}
+    members = [n for n in names if n not in ensembles] if members is None else list(members)
+    singles = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in members}
     best = min((n for n in singles if math.isfinite(scores[n])), key=scores.get)
     candidates = {best: single_pick(singles, data.local_y, data.outer),
                   **{e: np.asarray(summaries[e]["cv_predictions"], dtype=float) for e in ensembles}}
     chosen, margins = recommend(candidates, data.local_y, data.outer)  # decided before local_test is read
-    write_json(out / CHOICE, {"recommended": chosen, "default": DEFAULT, "single_pick": best,
+    write_json(out / CHOICE, {"recommended": chosen, "default": DEFAULT, "candidates": members, "single_pick": best,
                               "single_pick_cv": rmse(data.local_y, candidates[best]),
                               "ensembles_cv": {e: scores[e] for e in ensembles},
                               "margins": {n: {"gain": g, "se": se} for n, (g, se) in margins.items()}})

@@ -51,3 +51,13 @@ REFERENCE = "Local"
 def models_for(has_country: bool) -> tuple[ModelSpec, ...]:
     """The models a study makes: without a country library, those of the country library are left out."""
     return tuple(m for m in MODELS if has_country or m.library != "country")
+
+
+def candidates(specs: tuple[ModelSpec, ...], coverage_kind: str) -> list[str]:
+    """The single models of ``specs`` the ensembles combine and the recommendation picks among: all of them,
+    unless the coverage check puts the site outside the library (``coverage_kind`` "outside",
+    :func:`dtl_dist.study.coverage.kind`); then those that use no library. Fixed before it was tried on a site it
+    was not read off (issue 16): on the two sites outside the library (CV.98, SP.231) every transferred model lost
+    to Local on local_test, while 30 labelled samples cannot tell a lucky transfer from a good one."""
+    singles = [s for s in specs if s.make != "ensemble"]
+    return [s.name for s in singles if coverage_kind != "outside" or s.library is None]

@@ -284,6 +284,11 @@ def write_report(run, *, echo=print) -> Path:
             + ", ".join(f"{html.escape(e)} {v:.3f}" for e, v in choice["ensembles_cv"].items())
             + "".join(f"; {html.escape(n)} minus {default} {-m['gain']:+.3f} (standard error {m['se']:.3f})"
                       for n, m in choice.get("margins", {}).items()) + ".")
+        singles = [m.name for m in MODELS if m.make != "ensemble" and m.name in set(metrics.model)]
+        if set(choice.get("candidates", singles)) != set(singles):
+            against += (" The site lies outside the library (coverage check below), so only the models that use no "
+                        f"library were candidates: {html.escape(', '.join(choice['candidates']))} and their "
+                        "ensembles.")
     sentence = (f"The recommended model is <b>{html.escape(recommended)}</b>: cv_rmse "
                 f"{row.cv_rmse:.3f} % SOC, {how}.{against} The "
                 f"{len(predictions)} local_test samples were not read to choose it; on them it has RMSE "

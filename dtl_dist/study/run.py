@@ -2,8 +2,9 @@
 
 :func:`run_study` checks the inputs, splits the site (section 2.1), builds the stages the model table needs
 (:mod:`dtl_dist.study.models`): RS-LOCAL per library on Dask, a 1D-CNN search per training set and a transfer
-per base model on Ray, the PLS and MBL baselines, the ensembles of all of them, and runs them as a DAG (:mod:`dtl_dist.study.stages`): stages
-that are ready run at the same time, finished ones are skipped on a rerun. It ends with ``metrics.csv``
+per base model on Ray, the PLS and MBL baselines, the ensembles of the candidates (all of them, or those that use
+no library where the coverage check puts the site outside it), and runs them as a DAG
+(:mod:`dtl_dist.study.stages`): stages that are ready run at the same time, finished ones are skipped on a rerun. It ends with ``metrics.csv``
 (the model recommended from the n labelled samples alone, then the test metrics), ``predictions.csv``,
 ``cv_predictions.csv`` and every model under ``RUN/models/NAME``.
 
@@ -41,7 +42,7 @@ from dtl_dist.study.coverage import site_coverage
 from dtl_dist.study.data import load_study_data
 from dtl_dist.study.evaluate import write_results
 from dtl_dist.study.lock import LOCK_FILE, RunLock
-from dtl_dist.study.models import ModelSpec, models_for
+from dtl_dist.study.models import ModelSpec, candidates, models_for
 from dtl_dist.study.stages import Stage, locked, plan_stages, run_stages, stage_dir
 from dtl_dist.study.task_log import TASKS_FILE, TaskLog
 
@@ -100,8 +101,9 @@ def _design(ctx: StudyContext, spec: ModelSpec, copies: int = 1):
     return designs.reference_design(ctx.data, source, copies)
 
 
-def build_stages(ctx: StudyContext) -> list[Stage]:
-    """The stages the model table needs, each listed after the stages it needs."""
+def build_stages(ctx: StudyContext, members: list[str]) -> list[Stage]:
+    """The stages the model table needs, each listed after the stages it needs; the ensembles combine
+    ``members`` (:func:`dtl_dist.study.models.candidates`)."""
     specs = models_for(ctx.data.country is not None)
     stages = []
     for library in sorted({s.library for s in specs if s.data == "localised"}):
@@ -114,11 +116,10 @@ def build_stages(ctx: StudyContext) -> list[Stage]:
         needs = ((f"rslocal:{spec.library}",) if spec.data == "localised" else ()) + ((spec.base,) if spec.base else ())
         kind = spec.make if spec.make in ("search", "transfer") else "baseline"
         stages.append(Stage(spec.name, lambda d, spec=spec: _run_model(ctx, spec, d), needs, kind))
-    candidates = [s.name for s in singles]
     for spec in specs:
-        if spec.make == "ensemble":  # of every single model, after all of them
-            stages.append(Stage(spec.name, lambda d, spec=spec: ensembles.ensemble_stage(ctx, spec.name, candidates, d),
-                                tuple(candidates), "ensemble"))
+        if spec.make == "ensemble":  # after all of its members
+            stages.append(Stage(spec.name, lambda d, spec=spec: ensembles.ensemble_stage(ctx, spec.name, members, d),
+                                tuple(members), "ensemble"))
     return stages
 
 
@@ -209,7 +210,10 @@ def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str]
                   "country": None if data.country is None else _fingerprint(data.country.view)}
         options = {**config.results(), "inputs": inputs}
         ctx = StudyContext(config, data, out, serial_map, None, echo)
-        stages = build_stages(ctx)
+        coverage = site_coverage(data, config.k)
+        specs = models_for(data.country is not None)
+        members = candidates(specs, coverage["kind"])
+        stages = build_stages(ctx, members)
         _, chosen, finished = plan_stages(stages, out, options, config.only)  # an --only that cannot run fails here
         kinds = {stage.kind for stage in chosen if finished(stage) is None}
     with ExitStack() as stack:
@@ -217,7 +221,6 @@ def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str]
             ctx.stage_map, ctx.rslocal_engine = _engines(config, stack, kinds, out, echo)
         out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        coverage = site_coverage(data, config.k)
         for path in remove_temporaries(out):  # this study holds the lock: a temporary is a killed writer's
             echo(f"note: removed {path.relative_to(out)}, left by a study that was killed while writing it")
         write_json(out / STUDY_FILE, {"options": config.results(), "config": config.to_dict(), "notes": data.notes,
@@ -230,14 +233,13 @@ def _run_study(config: StudyConfig, out: Path, fresh: bool, echo: Callable[[str]
              + ("" if data.country is None else f", country library {data.country.size}"))
         echo(f"library coverage: {coverage['verdict']}")
         summaries = run_stages(stages, out, options, only=config.only, echo=echo)
-    specs = models_for(data.country is not None)
     waiting = [spec.name for spec in specs if spec.name not in summaries]
     if waiting:
         echo(f"stages of kinds {', '.join(config.only)} done; still to run: {', '.join(waiting)} (rerun with --resume "
              "and the other kinds, or without --only)")
         return {"metrics": None, "recommended": None, "summaries": summaries, "notes": data.notes}
     metrics = write_results(data, {spec.name: summaries[spec.name] for spec in specs}, out, config.target,
-                            config.level)
+                            config.level, members)
     recommended = metrics.loc[metrics.model == "recommended", "recommended_model"].item()
     echo(f"study done in {time.perf_counter() - started:.0f} s; wrote {out}/metrics.csv, predictions.csv, "
          f"cv_predictions.csv and {out}/models/")

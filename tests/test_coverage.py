@@ -68,10 +68,10 @@ def test_the_check_tells_a_synthetic_library_rich_in_the_sites_soils_from_one_wi
     assert (rich["kind"], poor["kind"]) == ("holds", "few")
 
 
-def test_rslocal_searches_among_the_sites_spectra_when_the_library_holds_enough(tmp_path):
-    """The study's RS-LOCAL pool (dtl_dist.study.instances.search_pool): a `dtl synth` library of 1,500 samples plus
-    1,500 of the site's own soils gives a pool of those (>= 10 k = 500 of them, 98 % or more the site's soils); the
-    library alone gives none (it is searched whole)."""
+def test_the_localised_data_are_the_sites_neighbourhood_when_the_library_holds_enough(tmp_path):
+    """The site's neighbourhood in the library (dtl_dist.study.instances.neighbourhood): a `dtl synth` library of
+    1,500 samples plus 1,500 of the site's own soils gives those (>= 10 k = 500 of them, 98 % or more the site's
+    soils); the library alone gives none (RS-LOCAL searches it whole)."""
     import sys
     from pathlib import Path
 
@@ -82,7 +82,7 @@ def test_rslocal_searches_among_the_sites_spectra_when_the_library_holds_enough(
     from dtl_dist.study.config import StudyConfig
     from dtl_dist.study.context import StudyContext
     from dtl_dist.study.data import load_study_data
-    from dtl_dist.study.instances import search_pool
+    from dtl_dist.study.instances import neighbourhood
 
     write_site(tmp_path / "site.zarr", 120, seed=0, wavelengths=GRID)
     library = make_library(1500, 0, wavelengths=GRID)
@@ -93,7 +93,7 @@ def test_rslocal_searches_among_the_sites_spectra_when_the_library_holds_enough(
         config = StudyConfig(library=str(_create(tmp_path / f"{name}.zarr", parts)), site=str(tmp_path / "site.zarr"),
                              out=str(tmp_path / name), k=50, workers=0)
         data = load_study_data(config, tmp_path / name)
-        pools[name] = (search_pool(StudyContext(config, data, tmp_path / name), data.library), data.library)
+        pools[name] = (neighbourhood(StudyContext(config, data, tmp_path / name), data.library), data.library)
     pool, source = pools["rich"]
     assert pool.size >= 500 and np.mean(np.char.startswith(source.view.sample_id[pool].astype(str), "survey")) >= 0.98
     assert pools["poor"][0] is None

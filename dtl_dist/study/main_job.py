@@ -82,5 +82,5 @@ def format_metrics(metrics) -> str:
                      f"{row.delta_rmse_pct:7.1f} {row.cv_rmse:8.3f} {row.n_train:7d}")
     lines.append("-> : the model recommended on the n labelled samples alone (no local_test data): the stack, "
                  "unless the best single pick or mean-1SE has a nested cv RMSE lower by more than one standard "
-                 "error (RUN/choice.json)")
+                 "error; among the models that use no library where the site lies outside it (RUN/choice.json)")
     return "\n".join(lines)

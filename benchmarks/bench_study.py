@@ -142,7 +142,8 @@ def choice_row(site: str, out: Path) -> dict:
     unguarded, unguarded_rmse = without_guard(out)
     if coverage["kind"] != "outside":  # the replay is the study's own choice
         assert unguarded == chosen and np.isclose(unguarded_rmse, rmse[chosen], rtol=1e-4), (unguarded, chosen)
-    return {"site": site, "unguarded": (unguarded, gain(local, unguarded_rmse)), "local": local, "local-PLS": gain(local, rmse["local-PLS"]),
+    return {"site": site, "unguarded": (unguarded, gain(local, unguarded_rmse)), "local": local,
+            "local-PLS": gain(local, rmse["local-PLS"]),
             "oracle": (oracle, gain(local, rmse[oracle])), "by_cv": (by_cv, gain(local, rmse[by_cv])),
             **{e: gain(local, rmse[e]) for e in ENSEMBLES},
             "recommended": (chosen, gain(local, rmse[chosen])), "vs_pls": rmse[chosen] / rmse["local-PLS"],
@@ -157,8 +158,8 @@ def print_choice(rows: list) -> None:
     for r in rows:
         print(f"| {r['site']} | {r['local']:.3f} | {r['local-PLS']:+.1f} % | {r['oracle'][0]} {r['oracle'][1]:+.1f} % | "
               f"{r['by_cv'][0]} {r['by_cv'][1]:+.1f} % | " + " | ".join(f"{r[e]:+.1f} %" for e in ENSEMBLES)
-              + f" | {r['unguarded'][0]} {r['unguarded'][1]:+.1f} % | {r['recommended'][0]} {r['recommended'][1]:+.1f} % "
-              f"| {r['vs_pls']:.3f} |")
+              + f" | {r['unguarded'][0]} {r['unguarded'][1]:+.1f} % | {r['recommended'][0]} "
+              f"{r['recommended'][1]:+.1f} % | {r['vs_pls']:.3f} |")
     for label, sites in (("LimeSoDa sites", COUNTRY), ("held-out sites", HELD_OUT)):
         real = [r for r in rows if r["site"] in sites]
         if real:
@@ -169,8 +170,8 @@ def print_choice(rows: list) -> None:
                   + f" | {np.mean([r['unguarded'][1] for r in real]):+.1f} % "
                   f"| {np.mean([r['recommended'][1] for r in real]):+.1f} % | worst "
                   f"{max(r['vs_pls'] for r in real):.3f} |")
-    print("\n| site | share inside | neighbour ratio | n_like (k = 100) | SOC share | verdict | best transfer | its gain "
-          "vs Local |")
+    print("\n| site | share inside | neighbour ratio | n_like (k = 100) | SOC share | verdict | best transfer | its "
+          "gain vs Local |")
     print("|---|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
         c = r["coverage"]

@@ -7,9 +7,8 @@ predictions, :mod:`dtl_dist.study.ensembles`), among the candidates: every singl
 them, or only those that use no library where the site lies outside it (:func:`dtl_dist.study.models.candidates`).
 The stack is recommended unless the single model with the lowest cv_rmse (weighed by the nested cv RMSE of that
 pick: the lowest of 14 cv_rmse is biased low by the pick itself) or mean-1SE beats it by more than one standard
-error (written to ``choice.json``). Only then are the N - n
-local_test samples read, to report every model's RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ
-and dRMSE against the local 1D-CNN.
+error (written to ``choice.json``). Only then are the N - n local_test samples read, to report every model's
+RMSE, mean error (estimated - observed), Lin's CCC, R2, RPIQ and dRMSE against the local 1D-CNN.
 
 Every model also gets a prediction interval at ``level`` calibrated on its out-of-fold residuals of the n
 labelled samples (:mod:`dtl_dist.study.intervals`); local_test measures its coverage and width.

@@ -73,8 +73,9 @@ def rslocal_stage(ctx: StudyContext, source: Source, directory: Path) -> dict:
         if path.is_file():
             continue
         train, _ = data.local_split(s)
-        result = rslocal(library, source.y, data.local_absorbance[train], data.local_y[train], k=config.k, subset=config.subset, b=config.b, retain=config.retain,
-                         ncomp=config.ncomp, seed=config.seed, preprocess=SNV(), engine=ctx.rslocal_engine)
+        result = rslocal(library, source.y, data.local_absorbance[train], data.local_y[train], k=config.k,
+                         subset=config.subset, b=config.b, retain=config.retain, ncomp=config.ncomp, seed=config.seed,
+                         preprocess=SNV(), engine=ctx.rslocal_engine)
         if s == data.n_outer:
             write_trace(directory, result.trace, "rmse")
         _save(path, np.sort(result.selected))

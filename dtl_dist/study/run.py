@@ -4,9 +4,9 @@
 (:mod:`dtl_dist.study.models`): RS-LOCAL per library on Dask, a 1D-CNN search per training set and a transfer
 per base model on Ray, the PLS and MBL baselines, the ensembles of the candidates (all of them, or those that use
 no library where the coverage check puts the site outside it), and runs them as a DAG
-(:mod:`dtl_dist.study.stages`): stages that are ready run at the same time, finished ones are skipped on a rerun. It ends with ``metrics.csv``
-(the model recommended from the n labelled samples alone, then the test metrics), ``predictions.csv``,
-``cv_predictions.csv`` and every model under ``RUN/models/NAME``.
+(:mod:`dtl_dist.study.stages`): stages that are ready run at the same time, finished ones are skipped on a rerun.
+It ends with ``metrics.csv`` (the model recommended from the n labelled samples alone, then the test metrics),
+``predictions.csv``, ``cv_predictions.csv`` and every model under ``RUN/models/NAME``.
 
 Run directory::
 

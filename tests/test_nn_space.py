@@ -131,3 +131,20 @@ def test_optuna_define_by_run():
     for flat, trial in zip(trials, study.trials):
         assert trial.params == flat  # only active names are suggested
         assert all(space.params[k].contains(v) for k, v in flat.items())
+
+
+def test_a_searchs_random_draws_are_capped_in_size():
+    """The study's search (its 4 starters, then seeded draws) on 209 bands: uncapped, draw 28 (trial_00032) has
+    21.8 million parameters, the network that held 10 GB for over 24 min on 30 samples; capped, no trial has more
+    than DRAW_MAX_PARAMS, the trials before it are the same draws, and it is drawn again."""
+    from dtl_dist.nn.search import CandidateRunner, SearchSettings
+    from dtl_dist.nn.space import DRAW_MAX_PARAMS, SMALL_DATA_STARTERS
+
+    space = default_space({"scaling": Categorical(("standard",))})
+    rng = np.random.default_rng(0)
+    uncapped = [*SMALL_DATA_STARTERS, *(space.sample(rng, 209) for _ in range(96))]
+    sizes = [parameter_count(space.to_config(flat)[0], 209) for flat in uncapped]
+    assert sizes[32] > 20_000_000 and max(sizes[:32]) < DRAW_MAX_PARAMS
+    capped = CandidateRunner("unused", starters=SMALL_DATA_STARTERS).configs(space, SearchSettings(trials=100), 209)
+    assert len(capped) == 100 and capped[:32] == uncapped[:32] and capped[32] != uncapped[32]
+    assert max(parameter_count(space.to_config(flat)[0], 209) for flat in capped) <= DRAW_MAX_PARAMS

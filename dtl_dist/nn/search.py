@@ -40,6 +40,7 @@ from dtl_dist.library.atomic import atomic_path, write_json
 from dtl_dist.mapping import BlocksLost, serial_map
 from dtl_dist.nn.model_dir import save_model
 from dtl_dist.nn.nested import Design, choose_per_split, fit_design
+from dtl_dist.nn.space import DRAW_MAX_PARAMS
 from dtl_dist.nn.trainer import check_xy, resolve_mode
 
 METRIC = "rmse"
@@ -397,7 +398,8 @@ class CandidateRunner:
         self.chunk = chunk
 
     def configs(self, space, settings: SearchSettings, n_bands: int) -> list[dict]:
-        """The trials' configs: the starters, then draws of ``space.sample`` seeded by ``settings.seed``."""
+        """The trials' configs: the starters, then draws of ``space.sample`` seeded by ``settings.seed`` (of at most
+        :data:`~dtl_dist.nn.space.DRAW_MAX_PARAMS` parameters)."""
         for i, starter in enumerate(self.starters):
             problems = space.validate(starter, n_bands)
             if problems:
@@ -405,7 +407,7 @@ class CandidateRunner:
         configs = self.starters[: settings.trials]
         rng = np.random.default_rng(settings.seed)
         while len(configs) < settings.trials:
-            configs.append(space.sample(rng, n_bands))
+            configs.append(space.sample(rng, n_bands, max_params=DRAW_MAX_PARAMS))
         return configs
 
     def run(self, trial: Trial, space, settings: SearchSettings) -> list[dict]:

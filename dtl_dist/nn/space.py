@@ -305,18 +305,20 @@ class SearchSpace:
                 pick(name)
         return flat
 
-    def sample(self, rng: np.random.Generator, n_bands: int | None = None, *, max_tries: int = 1000) -> dict:
+    def sample(self, rng: np.random.Generator, n_bands: int | None = None, *, max_tries: int = 1000,
+               max_params: int | None = None) -> dict:
         """Draw one trial: a flat dict of the active names (plain Python values, JSON-serialisable).
 
-        With ``n_bands``, redraw until :meth:`validate` accepts the trial; raise :class:`UserInputError`
-        when ``max_tries`` draws all fail (the space holds no runnable 1D-CNN for that many bands).
+        With ``n_bands``, redraw until :meth:`validate` accepts the trial (with at most ``max_params``
+        parameters, when given); raise :class:`UserInputError` when ``max_tries`` draws all fail (the space holds
+        no runnable 1D-CNN for that many bands).
         """
         reasons = []
         for _ in range(max_tries if n_bands is not None else 1):
             flat = self._walk(lambda name, param: _plain(param.sample(rng)))
             if n_bands is None:
                 return flat
-            reasons = self.validate(flat, n_bands)
+            reasons = self.validate(flat, n_bands, max_params=max_params)
             if not reasons:
                 return flat
         raise UserInputError(
@@ -489,6 +491,13 @@ DEFAULTS: dict[str, Param] = {
 """Default ranges; they contain every architecture of the paper's Tables 2 and 4. Per-block entries
 (``filters`` ... ``dropout_rate``, ``nodes``) apply to every block; ``activation``, ``batch_norm``,
 ``dropout`` and ``dropout_rate`` to Conv- and FC-blocks alike."""
+
+
+DRAW_MAX_PARAMS = 5_000_000
+"""A search's random draws (after its starters) with more parameters are drawn again. The default space can draw
+networks of tens of millions of parameters; on 30 labelled samples one of 21.8 million (201 filters into a
+546-node layer) trained for over 24 min holding 10 GB before it was stopped, on UL.120 and SL.125 alike, while
+none of the other 47 draws took more than 8.5 min (benchmarks/README.md, "Budgets")."""
 
 
 def default_space(

@@ -403,7 +403,7 @@ def wait(
 @user_errors
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder (a rerun resumes)."),
-    site: str = typer.Option("UL.120", help="LimeSoDa vis-NIR site used as the local site."),
+    site: str = typer.Option("UL.120", help="LimeSoDa site used as the local site."),
     country: str = typer.Option("SE", help="Country of the site: its country library is that part of the "
                                 "global library."),
     budget: str = typer.Option("quick", help="quick or paper."),
@@ -412,12 +412,14 @@ def demo(
     workers: int = typer.Option(2, help="Dask workers for RS-LOCAL (0: in-process)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with user data (geeves_nsw/); "
                                             "default $DTL_DATA, else the LimeSoDa sites only."),
+    grid: str = typer.Option("420:2500:10", help="Grid START:STOP:STEP nm of the site and the library: inside "
+                             "both (e.g. 420:2490:10 for SSP.460, whose spectra end at 2498 nm)."),
 ) -> None:
     """The main job on embedded defaults: the study on a real LimeSoDa site (UL.120, country SE), quick budget."""
     from dtl_dist.study.main_job import MainJob, run_main_job
 
     run_main_job(MainJob(out=str(out), site=site, country=country, budget=budget, trials=trials, seed=seed,
-                         workers=workers, data_dir=None if data_dir is None else str(data_dir)),
+                         workers=workers, data_dir=None if data_dir is None else str(data_dir), grid=grid),
                  echo=typer.echo)
 
 

@@ -166,3 +166,13 @@ def test_a_data_folder_that_is_missing_or_lacks_the_file_is_one_line(tmp_path, m
     _user_error(_run("demo", "--out", tmp_path / "out", "--data-dir", tmp_path),
                 "no geeves_nsw/datsoilspc.npz; expected the Geeves NSW library there")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_demo_refuses_a_site_its_grid_does_not_fit_before_reading_the_library(tmp_path):
+    """SSP.460's spectra end at 2498 nm: the default grid (to 2500 nm) is refused in one line naming the site and a
+    grid that fits, before the library is ingested; an unknown site names the known ones."""
+    _user_error(_run("demo", "--out", tmp_path / "out", "--site", "SSP.460", "--country", "BR"),
+                "SSP.460: spectra cover 350-2498 nm, which does not contain the grid 420-2500 nm")
+    _user_error(_run("demo", "--out", tmp_path / "out", "--site", "XX.1"),
+                "--site XX.1: expected a LimeSoDa site with spectra (CV.98, SC.93, SL.125, UL.120")
+    assert not (tmp_path / "out" / "data" / "library.zarr").exists()

@@ -43,24 +43,25 @@ class MainJob:
 
 
 def stores(job: MainJob, echo: Callable[[str], None]) -> tuple[Path, Path]:
-    """Ingest the global library and the site (skipped when they exist)."""
+    """Ingest the site, then the global library (each skipped when it exists; a site the grid does not fit is
+    refused before the library is read)."""
     data = Path(job.out) / "data"
     library, site = data / "library.zarr", data / f"{job.site}.zarr"
-    folder = data_dir(job.data_dir)  # a bad folder is reported before anything is written
+    folder = data_dir(job.data_dir)  # a bad folder or file is reported before anything is written
+    sources = library_sources([s for s in VISNIR_SITES if s != job.site] + list(job.extra_library), folder)
+    if not site.exists():
+        ingest([limesoda_source(job.site)], site, grid=job.grid)
     if not library.exists():
         if folder is None:
             echo(f"note: no --data-dir or {DATA_ENV}; the global library holds the LimeSoDa sites only")
-        sites = [s for s in VISNIR_SITES if s != job.site] + list(job.extra_library)
-        ingest(library_sources(sites, folder), library, grid=job.grid)
-    if not site.exists():
-        ingest([limesoda_source(job.site)], site, grid=job.grid)
+        ingest(sources, library, grid=job.grid)
     return library, site
 
 
 def run_main_job(job: MainJob, *, echo: Callable[[str], None] = print) -> dict:
     """Run the main job (see the module docstring); returns :func:`run_study`'s result."""
     if job.site not in LIMESODA_SITES:
-        raise UserInputError(f"--site {job.site}: expected a LimeSoDa vis-NIR site ({', '.join(VISNIR_SITES)})")
+        raise UserInputError(f"--site {job.site}: expected a LimeSoDa site with spectra ({', '.join(LIMESODA_SITES)})")
     library, site = stores(job, echo)
     study = Path(job.out) / "study"
     config = StudyConfig(library=str(library), site=str(site), out=str(study), country=job.country,

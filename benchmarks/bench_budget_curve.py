@@ -3,8 +3,8 @@
 bench_small_data's 100-trial variant searches the study's ``Local`` model on one LimeSoDa site (n = 30 by
 Kennard-Stone, 10 inner folds, 5 outer folds, the known-good small CNNs first, then seeded random draws from the
 default space). This script reads the trial folder such a search wrote (``trial_NNNNN/outcome.json`` and the
-final split's model in ``checkpoint/model``, read from TRIALS_DIR wherever the search ran) and replays the search stopped after its first T trials, T = 4 (the
-quick budget: the starters), 8, 16, ... and all that finished. For each T it prints the nested cv RMSE (each
+final split's model in ``checkpoint/model``, read from TRIALS_DIR wherever the search ran) and replays the search
+stopped after its first T trials, T = 4 (the quick budget: the starters), 8, 16, ... and all that finished. For each T it prints the nested cv RMSE (each
 outer split's choice among the T trials predicts its held-out labelled samples) and the test RMSE on local_test of
 the model the search would keep (the lowest inner RMSE on all n), beside local PLS.
 
@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
+from dtl_dist.metrics import rmse
 from dtl_dist.nn.model_dir import load_model
 from dtl_dist.nn.search import SearchResult
 from dtl_dist.study.config import StudyConfig
@@ -55,8 +54,8 @@ def main() -> None:
             cv = assemble(data, design, predictions)
             best = result.best
             test = load_model(args.trials / best.trial_id / "checkpoint" / "model").predict(data.test_absorbance)
-            print(f"| {t} | {np.sqrt(np.mean((cv - data.local_y) ** 2)):.3f} | {best.trial_id} ({best.rmse:.3f}) | "
-                  f"{np.sqrt(np.mean((test - observed) ** 2)):.3f} |")
+            print(f"| {t} | {rmse(data.local_y, cv):.3f} | {best.trial_id} ({best.rmse:.3f}) | "
+                  f"{rmse(observed, test):.3f} |")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from dtl_dist.library.ingest import REAL_DATA_GRID  # noqa: E402
 from dtl_dist.study.config import StudyConfig  # noqa: E402
-from dtl_dist.study.coverage import site_coverage  # noqa: E402
-from dtl_dist.study.data import load_study_data  # noqa: E402
-from dtl_dist.study.ensembles import RULES, nested, single_pick  # noqa: E402
-from dtl_dist.study.evaluate import recommend  # noqa: E402
+from dtl_dist.study.coverage import kind  # noqa: E402
+from dtl_dist.metrics import rmse  # noqa: E402
+from dtl_dist.study.ensembles import RULES, combine  # noqa: E402
+from dtl_dist.study.evaluate import recommend, rivals  # noqa: E402
 from dtl_dist.study.main_job import MainJob, run_main_job  # noqa: E402
 from dtl_dist.study.models import MODELS, candidates  # noqa: E402
 from dtl_dist.study.run import run_study  # noqa: E402
@@ -116,39 +116,37 @@ def without_guard(out: Path) -> tuple[str, float]:
     test = pd.read_csv(out / "study" / "predictions.csv")
     singles = [m for m in SINGLES if m in cv and np.all(np.isfinite(cv[m]))]
     P, y, outer = cv[singles].to_numpy(), cv.observed.to_numpy(), cv.outer_fold.to_numpy()
-    pick = singles[int(np.argmin(np.sqrt(np.mean((P - y[:, None]) ** 2, axis=0))))]
-    nested_cv = {pick: single_pick(dict(cv[singles].items()), y, outer)}
-    estimates = {pick: test[pick].to_numpy()}
-    for name, rule in RULES.items():
-        nested_cv[name] = nested(rule, P, y, outer)[0]
-        estimates[name] = test[singles].to_numpy() @ rule(P, y, outer)
-    chosen, _ = recommend(nested_cv, y, outer)
-    return chosen, float(np.sqrt(np.mean((estimates[chosen] - test.observed.to_numpy()) ** 2)))
+    ensembles = {name: combine(name, P, y, outer) for name in RULES}
+    pick, candidates = rivals({m: cv[m].to_numpy() for m in singles},
+                              {name: nested_cv for name, (nested_cv, _, _) in ensembles.items()}, y, outer)
+    estimates = {pick: test[pick].to_numpy(),
+                 **{name: test[singles].to_numpy() @ weights for name, (_, _, weights) in ensembles.items()}}
+    chosen, _ = recommend(candidates, y, outer)
+    return chosen, rmse(test.observed, estimates[chosen])
 
 
 def choice_row(site: str, out: Path) -> dict:
     """Issue 16's figures for one finished study: gains against Local on local_test and the coverage check."""
     metrics = pd.read_csv(out / "study" / "metrics.csv", keep_default_na=False).set_index("model")
     singles = [m for m in SINGLES if m in metrics.index]
-    rmse = metrics.rmse
-    local = rmse["Local"]
-    oracle = rmse[singles].idxmin()
+    tested = metrics.rmse
+    local = tested["Local"]
+    oracle = tested[singles].idxmin()
     by_cv = metrics.cv_rmse[singles].idxmin()
     chosen = metrics.loc["recommended", "recommended_model"]
     transfers = [m for m in singles if m not in LOCAL_ONLY]
-    best_transfer = rmse[transfers].idxmin()
-    study = json.loads((out / "study" / "study.json").read_text())
-    config = StudyConfig(**{**study["config"], "resume": True, "only": None})
-    coverage = site_coverage(load_study_data(config, out / "study"), config.k)
+    best_transfer = tested[transfers].idxmin()
+    figures = json.loads((out / "study" / "study.json").read_text())["coverage"]  # as the study printed it
+    coverage = {**figures, "kind": kind(figures)}
     unguarded, unguarded_rmse = without_guard(out)
     if coverage["kind"] != "outside":  # the replay is the study's own choice
-        assert unguarded == chosen and np.isclose(unguarded_rmse, rmse[chosen], rtol=1e-4), (unguarded, chosen)
+        assert unguarded == chosen and np.isclose(unguarded_rmse, tested[chosen], rtol=1e-4), (unguarded, chosen)
     return {"site": site, "unguarded": (unguarded, gain(local, unguarded_rmse)), "local": local,
-            "local-PLS": gain(local, rmse["local-PLS"]),
-            "oracle": (oracle, gain(local, rmse[oracle])), "by_cv": (by_cv, gain(local, rmse[by_cv])),
-            **{e: gain(local, rmse[e]) for e in ENSEMBLES},
-            "recommended": (chosen, gain(local, rmse[chosen])), "vs_pls": rmse[chosen] / rmse["local-PLS"],
-            "best_transfer": (best_transfer, gain(local, rmse[best_transfer])), "coverage": coverage}
+            "local-PLS": gain(local, tested["local-PLS"]),
+            "oracle": (oracle, gain(local, tested[oracle])), "by_cv": (by_cv, gain(local, tested[by_cv])),
+            **{e: gain(local, tested[e]) for e in ENSEMBLES},
+            "recommended": (chosen, gain(local, tested[chosen])), "vs_pls": tested[chosen] / tested["local-PLS"],
+            "best_transfer": (best_transfer, gain(local, tested[best_transfer])), "coverage": coverage}
 
 
 def print_choice(rows: list) -> None:

@@ -15,8 +15,9 @@ compares like with like: the single model with the lowest cv_rmse enters it with
 pick (:func:`single_pick`), since the lowest of 14 cv_rmse is biased low by the pick itself, and the ensembles
 with their own nested ones; the stack stands unless a rival beats it by more than one standard error
 (:func:`margin`). Each model's out-of-fold prediction of a sample of outer fold g was made by the model rebuilt
-without fold g (:mod:`dtl_dist.study.designs`). The ensemble's own ``cv_rmse`` is nested (:func:`nested`): for each outer fold f the rule is applied to the out-of-fold predictions
-and SOC of the samples of the *other* folds only, and the combination it gives is applied to fold f's
+without fold g (:mod:`dtl_dist.study.designs`). The ensemble's own ``cv_rmse`` is nested (:func:`nested`): for
+each outer fold f the rule is applied to the out-of-fold predictions and SOC of the samples of the *other* folds
+only, and the combination it gives is applied to fold f's
 out-of-fold predictions, which come from models that never saw fold f. So neither fold f's predictions nor its
 SOC is ever a target a choice is fitted or ranked on; fold f's SOC enters the choice only as training data of
 the members' models for the other folds, just as every labelled sample trains the models that predict the
@@ -126,6 +127,15 @@ def nested(rule, predictions: np.ndarray, y: np.ndarray, outer: np.ndarray) -> t
     return combined, chosen
 
 
+def combine(name: str, predictions: np.ndarray, y: np.ndarray,
+            outer: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
+    """The ensemble ``name`` (a rule of :data:`RULES`) of the columns of ``predictions``: its nested out-of-fold
+    predictions and weights per fold (:func:`nested`), and its weights chosen on all n (its model)."""
+    rule = RULES[name]
+    combined, per_fold = nested(rule, predictions, y, outer)
+    return combined, per_fold, rule(predictions, y, outer)
+
+
 def ensemble_stage(ctx: StudyContext, name: str, candidates: list[str], directory: Path) -> dict:
     """The ensemble ``name`` (a rule of :data:`RULES`) of the study's models ``candidates``: its nested
     out-of-fold predictions, its model (the rule on all n) saved to ``RUN/models/name``, its predictions of
@@ -134,9 +144,7 @@ def ensemble_stage(ctx: StudyContext, name: str, candidates: list[str], director
     usable = [c for c in candidates if np.all(np.isfinite(summaries[c]["cv_predictions"]))]
     predictions = np.column_stack([summaries[c]["cv_predictions"] for c in usable])
     y, outer = ctx.data.local_y, ctx.data.outer
-    rule = RULES[name]
-    combined, per_fold = nested(rule, predictions, y, outer)
-    weights = rule(predictions, y, outer)
+    combined, per_fold, weights = combine(name, predictions, y, outer)
     members = {c: float(w) for c, w in zip(usable, weights) if w > 0}
     save_ensemble(directory / "model", {c: ctx.model_dir(c) for c in members}, list(members.values()),
                   rule=name, wavelengths=ctx.data.wavelengths, overwrite=True,

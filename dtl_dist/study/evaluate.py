@@ -55,6 +55,16 @@ def cv_rmse(local_y: np.ndarray, predictions: dict) -> dict:
     return {name: rmse(local_y, np.asarray(p, dtype=float)) for name, p in predictions.items()}
 
 
+def rivals(singles: dict, ensembles: dict, y: np.ndarray, outer: np.ndarray) -> tuple[str, dict]:
+    """The candidates of :func:`recommend` from the out-of-fold predictions of the single models ``singles`` and
+    the nested ones of the ``ensembles`` (name -> predictions): the name of the single model with the lowest
+    cv_rmse, and a dict of it (entered with the nested predictions of that pick,
+    :func:`dtl_dist.study.ensembles.single_pick`) and every ensemble."""
+    scores = cv_rmse(y, singles)
+    best = min((n for n in singles if math.isfinite(scores[n])), key=scores.get)
+    return best, {best: single_pick(singles, y, outer), **ensembles}
+
+
 def recommend(candidates: dict, y: np.ndarray, outer: np.ndarray, default: str = DEFAULT) -> tuple[str, dict]:
     """The model to use, from the nested out-of-fold predictions of the n labelled samples ``candidates`` (name ->
     predictions): the single model with the lowest cv_rmse, entered with the nested predictions of that pick
@@ -85,10 +95,9 @@ def write_results(data: StudyData, summaries: dict, out: Path, target: str = "so
     scores = cv_rmse(data.local_y, {n: summaries[n]["cv_predictions"] for n in names})
     ensembles = [m.name for m in MODELS if m.make == "ensemble" and m.name in summaries]
     members = [n for n in names if n not in ensembles] if members is None else list(members)
-    singles = {n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in members}
-    best = min((n for n in singles if math.isfinite(scores[n])), key=scores.get)
-    candidates = {best: single_pick(singles, data.local_y, data.outer),
-                  **{e: np.asarray(summaries[e]["cv_predictions"], dtype=float) for e in ensembles}}
+    best, candidates = rivals({n: np.asarray(summaries[n]["cv_predictions"], dtype=float) for n in members},
+                              {e: np.asarray(summaries[e]["cv_predictions"], dtype=float) for e in ensembles},
+                              data.local_y, data.outer)
     chosen, margins = recommend(candidates, data.local_y, data.outer)  # decided before local_test is read
     write_json(out / CHOICE, {"recommended": chosen, "default": DEFAULT, "candidates": members, "single_pick": best,
                               "single_pick_cv": rmse(data.local_y, candidates[best]),
